@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs everything samu-st needs on a fresh Debian machine (root, apt and pip reachable).
+# Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+# The CPU build of torch lies on local disk; pin it before anything else can pull a CUDA build.
+$PY -m pip install -q "torch==2.13.0"
+$PY -m pip install -q -e ".[dev]"

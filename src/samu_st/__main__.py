@@ -1,0 +1,5 @@
+import sys
+
+from samu_st.cli import main
+
+sys.exit(main())

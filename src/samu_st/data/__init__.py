@@ -1,0 +1,1 @@
+"""Data layer: manifests, importers, the mini-CoVoST corpus, batch sampling and collation."""
