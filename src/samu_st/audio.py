@@ -1,0 +1,116 @@
+"""Audio input: decode with soundfile (libsndfile: wav, flac, ogg, mp3), downmix, resample with
+soxr, speed perturbation, and wav2vec2-style normalisation.
+
+All functions work on float32 mono numpy arrays of shape (S,).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from samu_st.errors import AudioError
+
+SAMPLE_RATE = 16_000  # wav2vec2 / XLS-R input rate
+Seconds = float
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the file header says, without decoding the samples."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    duration: Seconds
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise AudioError(path, "audio file not found")
+    if path.is_dir():
+        raise AudioError(path, "is a directory, expected an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty audio file (0 bytes)")
+
+
+def audio_info(path: str | Path) -> AudioInfo:
+    """Header information of an audio file; :class:`AudioError` naming the file when unreadable."""
+    p = Path(path)
+    _check_path(p)
+    try:
+        info = sf.info(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise AudioError(p, f"cannot read audio ({err})") from None
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise AudioError(p, "audio header has no sample rate or channels")
+    return AudioInfo(info.samplerate, info.channels, info.frames, info.frames / info.samplerate)
+
+
+def resample(wav: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """Resample a mono float signal with soxr (high quality)."""
+    if orig_sr == new_sr:
+        return wav.astype(np.float32, copy=False)
+    return np.asarray(soxr.resample(wav, orig_sr, new_sr, quality="HQ"), dtype=np.float32)
+
+
+def load_audio(
+    path: str | Path,
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    max_duration: Seconds | None = None,
+) -> np.ndarray:
+    """Decode ``path`` to float32 mono at ``sample_rate``.
+
+    Multi-channel audio is averaged to mono. Audio that is truncated, corrupt, longer than
+    ``max_duration`` seconds, empty, or contains NaN/inf samples raises :class:`AudioError`
+    naming the file.
+    """
+    p = Path(path)
+    info = audio_info(p)
+    if max_duration is not None and info.duration > max_duration:
+        raise AudioError(p, f"{info.duration:.1f} s long, over the limit of {max_duration:.1f} s")
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(p, f"cannot decode audio ({err})") from None
+    if data.shape[0] == 0:
+        raise AudioError(p, "audio has no samples")
+    if not np.isfinite(data).all():
+        raise AudioError(p, "audio contains NaN or infinite samples")
+    wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    return resample(np.ascontiguousarray(wav), sr, sample_rate)
+
+
+def speed_perturb(wav: np.ndarray, factor: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Speed perturbation with sox ``speed`` semantics: tempo and pitch change together.
+
+    Equivalent to playing the signal ``factor`` times faster: resample from
+    ``sample_rate * factor`` to ``sample_rate``, so the output has ``len / factor`` samples.
+    """
+    if factor <= 0 or not math.isfinite(factor):
+        raise ValueError(f"speed factor must be positive, got {factor}")
+    if factor == 1.0:
+        return wav.astype(np.float32, copy=False)
+    return np.asarray(
+        soxr.resample(wav, sample_rate * factor, sample_rate, quality="HQ"), dtype=np.float32
+    )
+
+
+def normalize(wav: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """Zero mean, unit variance, as ``Wav2Vec2FeatureExtractor(do_normalize=True)`` does."""
+    wav = wav.astype(np.float32, copy=False)
+    return ((wav - wav.mean()) / np.sqrt(wav.var() + eps)).astype(np.float32)
+
+
+def is_silent(wav: np.ndarray, threshold_db: float = -60.0) -> bool:
+    """Whether the signal's RMS is below ``threshold_db`` dBFS (digital silence or near it)."""
+    if wav.size == 0:
+        return True
+    rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))
+    return rms == 0.0 or 20.0 * math.log10(rms) < threshold_db
