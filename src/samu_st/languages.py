@@ -30,7 +30,7 @@ LANGUAGES: tuple[Language, ...] = (
     Language("it", "Italian", "mid", 44.0, "it", "it", "it_IT"),
     Language("ru", "Russian", "mid", 18.0, "ru", "ru", "ru_RU"),
     Language("pt", "Portuguese", "mid", 10.0, "pt", "pt", "pt_XX"),
-    Language("zh-CN", "Chinese", "mid", 10.0, "cmn", "zh", "zh_CN"),
+    Language("zh-CN", "Chinese", "mid", 10.0, "cmn", None, "zh_CN"),
     Language("nl", "Dutch", "low", 7.0, "nl", "nl", "nl_XX"),
     Language("tr", "Turkish", "low", 4.0, "tr", "tr", "tr_TR"),
     Language("et", "Estonian", "low", 3.0, "et", None, "et_EE"),

@@ -20,8 +20,8 @@ from samu_st.errors import DataError
 Seconds = float
 Split = Literal["train", "dev", "test", "unlabeled"]
 SPLITS: tuple[str, ...] = ("train", "dev", "test", "unlabeled")
-# BCP-47-like codes as Common Voice uses them: "fr", "zh-CN", "sv-SE", "ga-IE", "yue".
-_LANG_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,4})?$")
+# BCP-47-like codes as Common Voice uses them: "fr", "zh-CN", "sv-SE", "ga-IE", "rm-sursilv".
+LANGUAGE_CODE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 MAX_TEXT_CHARS = 2000  # longer transcripts are data errors (CoVoST-2 / Common Voice are < 500)
 
 
@@ -67,7 +67,7 @@ def validate_record(record: object, path: str | Path, line: int) -> Utterance:
         raise DataError(path, "empty id", line)
     if not record["audio"]:
         raise DataError(path, "empty audio path", line)
-    if not _LANG_RE.match(record["language"]):
+    if not LANGUAGE_CODE_RE.match(record["language"]):
         raise DataError(path, f"invalid language code {record['language']!r}", line)
     if record["split"] not in SPLITS:
         raise DataError(path, f"split must be one of {list(SPLITS)}, got {record['split']!r}", line)

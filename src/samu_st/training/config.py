@@ -1,0 +1,109 @@
+"""Training options: optimiser, learning-rate schedule and the loop itself.
+
+Frozen dataclasses, loaded from YAML with :func:`samu_st.config.load_config` like every other
+config of the project; a step's config embeds a :class:`TrainConfig` under ``train:``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from samu_st.errors import ConfigError
+
+Precision = Literal["no", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam / AdamW. ``lr`` is the PEAK learning rate of the tri-stage schedule."""
+
+    name: Literal["adam", "adamw"] = "adamw"  # adam: L2 in the gradient; adamw: decoupled decay
+    lr: float = 5e-4  # peak LR of every group that does not set its own "lr"
+    betas: tuple[float, float] = (0.9, 0.98)  # fairseq's speech recipes use (0.9, 0.98)
+    eps: float = 1e-8  # Adam epsilon (wav2vec2 pretraining in fairseq uses 1e-6)
+    weight_decay: float = 0.0  # default for groups that do not set their own
+    clip_norm: float = 0.0  # max global L2 grad norm; 0 = no clipping (the norm is still logged)
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr: must be > 0, got {self.lr}")
+        if self.clip_norm < 0:
+            raise ConfigError(f"optim.clip_norm: must be >= 0, got {self.clip_norm}")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """fairseq's tri-stage LR: linear warm-up, hold, exponential decay, then constant.
+
+    With ``phase_ratio`` the phase lengths are ``int(max_steps * ratio)`` (fairseq's rule);
+    with ``phase_ratio: null`` the explicit ``*_steps`` are used.
+    """
+
+    phase_ratio: tuple[float, float, float] | None = (0.1, 0.4, 0.5)  # warm-up, hold, decay; sum 1
+    warmup_steps: int = 0  # used only when phase_ratio is null
+    hold_steps: int = 0  # used only when phase_ratio is null
+    decay_steps: int = 0  # used only when phase_ratio is null
+    init_lr_scale: float = 0.01  # warm-up starts at init_lr_scale * peak LR
+    final_lr_scale: float = 0.01  # decay ends at (and then stays at) final_lr_scale * peak LR
+
+    def __post_init__(self) -> None:
+        if self.phase_ratio is not None:
+            if any(r < 0 for r in self.phase_ratio) or abs(sum(self.phase_ratio) - 1.0) > 1e-6:
+                raise ConfigError(
+                    f"schedule.phase_ratio: must be 3 non-negative numbers summing to 1, "
+                    f"got {list(self.phase_ratio)}"
+                )
+        elif min(self.warmup_steps, self.hold_steps, self.decay_steps) < 0:
+            raise ConfigError("schedule.*_steps: must be >= 0")
+        if self.final_lr_scale <= 0 or self.init_lr_scale < 0:
+            raise ConfigError(
+                "schedule: final_lr_scale must be > 0 (its log sets the decay rate) "
+                "and init_lr_scale >= 0"
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The loop: how long, how often to log/save/validate, precision and failure handling."""
+
+    max_steps: int = 1000  # optimizer updates (skipped non-finite updates do not count)
+    grad_accum: int = 1  # micro-batches per update (the loss is averaged over them)
+    mixed_precision: Precision = "bf16"  # on GPU; on CPU fp32 unless cpu_bf16 is true
+    cpu_bf16: bool = False  # with mixed_precision bf16: use it on CPU too (fast with AMX)
+    cpu: bool = False  # train on CPU even when a GPU is visible
+    log_every: int = 10  # updates between log records (JSON lines, tensorboard, progress bar)
+    save_every: int = 500  # updates between checkpoints (one is always written at the end)
+    keep_last: int = 2  # checkpoints kept on disk (older ones are deleted)
+    val_every: int = 0  # updates between validations; 0 = only at the end (if a loader is given)
+    seed: int = 1  # seeds python, numpy and torch at the start (plus the process index)
+    max_nonfinite_in_a_row: int = 5  # stop after this many consecutive skipped updates
+    num_workers: int = 0  # DataLoader worker processes
+    find_unused_parameters: bool = False  # DDP: only if some TRAINABLE params get no gradient
+    tensorboard: bool = True  # write tensorboard scalars under <out_dir>/tensorboard
+    progress_bar: bool = True  # tqdm bar (shown only on a terminal, main process)
+    optim: OptimConfig = field(default_factory=OptimConfig)  # optimiser
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # learning-rate schedule
+
+    def __post_init__(self) -> None:
+        positive = ("max_steps", "grad_accum", "log_every", "save_every", "keep_last")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.max_nonfinite_in_a_row < 1:
+            raise ConfigError("train.max_nonfinite_in_a_row: must be >= 1")
+        if self.val_every < 0 or self.num_workers < 0:
+            raise ConfigError("train.val_every and train.num_workers: must be >= 0")
+
+
+def resolve_precision(cfg: TrainConfig, on_gpu: bool) -> Precision:
+    """The precision actually used: fp32 on CPU unless the user opted into bf16 there.
+
+    fp16 on CPU is never used (no CPU fp16 autocast worth having); bf16 on CPU needs
+    ``cpu_bf16: true`` because it changes numerics and only pays off on CPUs with AMX.
+    """
+    if on_gpu:
+        return cfg.mixed_precision
+    if cfg.mixed_precision == "bf16" and cfg.cpu_bf16:
+        return "bf16"
+    return "no"
