@@ -63,3 +63,18 @@ def test_load_config_with_overrides_and_errors(tmp_path: Path) -> None:
 def test_override_into_non_section_fails() -> None:
     with pytest.raises(ConfigError, match="not a section"):
         apply_overrides({"name": "x"}, ["name.sub=1"])
+
+
+def test_load_step_config_picks_its_section(tmp_path: Path) -> None:
+    from samu_st.config import load_step_config
+
+    path = tmp_path / "all.yaml"
+    path.write_text("distill:\n  name: d\n  steps: 3\ntrain_st:\n  whatever: 1\n")
+    cfg = load_step_config(Outer, path, "distill", ["steps=4"])
+    assert (cfg.name, cfg.steps) == ("d", 4)
+    single = tmp_path / "one.yaml"
+    single.write_text("name: solo\n")
+    assert load_step_config(Outer, single, "distill").name == "solo"
+    path.write_text("distill:\n  name: d\n  bogus: 1\n")
+    with pytest.raises(ConfigError, match="all.yaml:distill: unknown key"):
+        load_step_config(Outer, path, "distill")

@@ -182,3 +182,23 @@ def load_config(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -
 def save_config(obj: Any, path: str | Path) -> None:
     """Write the fully resolved config as YAML."""
     Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False), encoding="utf-8")
+
+
+def load_step_config(
+    cls: type[T], path: str | Path, section: str, overrides: Sequence[str] = ()
+) -> T:
+    """Load one step's config from ``path``.
+
+    A file may hold a single step's config, or several steps as top-level sections (as
+    ``configs/mini.yaml`` does for ``pretrain``, ``distill``, ``train_st`` ...): when the file has
+    a ``section`` key, that section is used and other top-level keys are ignored. Overrides are
+    relative to the step's config (``train.max_steps=10``).
+    """
+    data = load_yaml(path)
+    where = str(path)
+    if section in data:
+        data = data[section]
+        where = f"{path}:{section}"
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping")
+    return from_dict(cls, apply_overrides(dict(data), overrides), where=where)
