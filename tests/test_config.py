@@ -76,5 +76,5 @@ def test_load_step_config_picks_its_section(tmp_path: Path) -> None:
     single.write_text("name: solo\n")
     assert load_step_config(Outer, single, "distill").name == "solo"
     path.write_text("distill:\n  name: d\n  bogus: 1\n")
-    with pytest.raises(ConfigError, match="all.yaml:distill: unknown key"):
+    with pytest.raises(ConfigError, match=r"all\.yaml:distill: unknown key"):
         load_step_config(Outer, path, "distill")
