@@ -1,0 +1,212 @@
+"""Batched decoding of many utterances, and beam search for the speech translator.
+
+- :func:`generate_batch` — one padded batch through transformers' ``generate()`` (greedy for
+  ``num_beams=1``, beam search otherwise), the decoder prefix ``[start, <source-language
+  token>]`` forced, the decoder's position limit respected.
+- :func:`decode_utterances` — any batch decoder (translation or CTC) over a list of
+  utterances: duration-bucketed batches in length order (the sampler's ``shuffle=False``
+  mode: little padding), a progress bar, hypotheses returned in INPUT order, bad audio either
+  an error naming the file or a counted skip.
+- :func:`translate_utterances` — the two together for a translator.
+
+Padding does not change a row's output (the encoder and length adaptor are padding-exact,
+:mod:`samu_st.models.translator`), so batched decoding equals one-by-one decoding.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, cast
+
+import torch
+from tqdm import tqdm
+from transformers import SpeechEncoderDecoderModel
+
+from samu_st.data.collate import AudioBatch, collate_audio
+from samu_st.data.dataset import SpeechDataset, SpeechItem
+from samu_st.data.manifest import Utterance
+from samu_st.data.sampler import DurationBatchSampler
+from samu_st.errors import AudioError, ConfigError
+from samu_st.models.encoder import lengths_to_mask
+from samu_st.models.tokenizer import TargetTokenizer, generate_kwargs
+
+log = logging.getLogger(__name__)
+
+Seconds = float
+BatchDecoder = Callable[[AudioBatch], list[str]]
+PREFIX_LENGTH = 2  # [start, <source-language token>], forced before generation
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Beam search and batching of :func:`translate_utterances`."""
+
+    num_beams: int = 5  # beam size; 1 = greedy decoding
+    length_penalty: float = 1.0  # exponent of the length normalisation of beam scores
+    max_new_tokens: int = 200  # tokens generated after the 2-token prefix (capped by the decoder)
+    max_duration: Seconds = 120.0  # seconds of padded audio per batch (a longer clip goes alone)
+    max_batch_size: int = 32  # utterances per batch; 0 = no limit
+
+    def __post_init__(self) -> None:
+        if self.num_beams < 1 or self.max_new_tokens < 1:
+            raise ConfigError("num_beams and max_new_tokens must be >= 1")
+        if self.max_duration <= 0 or self.max_batch_size < 0:
+            raise ConfigError("max_duration must be > 0 and max_batch_size >= 0")
+
+
+def max_new_tokens_for(model: SpeechEncoderDecoderModel, wanted: int) -> int:
+    """``wanted``, capped so that prefix + output fit the decoder's learned positions."""
+    positions = getattr(model.decoder.config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return wanted
+    return max(1, min(wanted, positions - PREFIX_LENGTH))
+
+
+@torch.no_grad()
+def generate_batch(
+    model: SpeechEncoderDecoderModel,
+    tokenizer: TargetTokenizer,
+    input_values: torch.Tensor,
+    lengths: torch.Tensor,
+    langs: Sequence[str],
+    *,
+    num_beams: int = 5,
+    length_penalty: float = 1.0,
+    max_new_tokens: int = 200,
+) -> list[str]:
+    """Translations of a right-padded batch ``input_values`` (B, S) with ``lengths`` (B,),
+    spoken in source languages ``langs`` (B codes)."""
+    if len(langs) != input_values.shape[0] or lengths.shape != (input_values.shape[0],):
+        raise ValueError(
+            f"batch of {input_values.shape[0]} waveforms, {len(langs)} languages, "
+            f"lengths of shape {tuple(lengths.shape)}"
+        )
+    device = next(model.parameters()).device
+    mask = lengths_to_mask(lengths.to(device), input_values.shape[1]).long()
+    out = cast(Any, model).generate(
+        inputs=input_values.to(device),
+        attention_mask=mask,
+        num_beams=num_beams,
+        length_penalty=length_penalty,
+        max_new_tokens=max_new_tokens_for(model, max_new_tokens),
+        do_sample=False,
+        **generate_kwargs(tokenizer, langs, device),
+    )
+    return tokenizer.batch_decode(out.tolist())
+
+
+class Skipped(NamedTuple):
+    """An utterance left out of decoding."""
+
+    id: str
+    reason: str  # the error message (it names the file)
+
+
+class Decoded(NamedTuple):
+    """Hypotheses in input order (``None`` where skipped) and the skipped utterances."""
+
+    hypotheses: list[str | None]
+    skipped: list[Skipped]
+
+
+def _load(
+    dataset: SpeechDataset, keys: Sequence[Any], skip_bad: bool, skipped: list[Skipped]
+) -> list[SpeechItem]:
+    items: list[SpeechItem] = []
+    for key in keys:
+        try:
+            items.append(dataset[key])
+        except AudioError as err:
+            if not skip_bad:
+                raise
+            index = int(key[0]) if isinstance(key, tuple) else int(key)
+            skipped.append(Skipped(dataset.utterances[index].id, str(err)))
+            log.warning("skipped: %s", err)
+    return items
+
+
+def decode_utterances(
+    utterances: Sequence[Utterance],
+    decode_batch: BatchDecoder,
+    *,
+    max_duration: Seconds = 120.0,
+    max_batch_size: int = 32,
+    normalize: bool = True,
+    progress: bool = False,
+    skip_bad: bool = False,
+    desc: str = "decoding",
+) -> Decoded:
+    """Run ``decode_batch`` over ``utterances`` (absolute audio paths) in duration-bucketed
+    batches; returns one hypothesis per utterance, in input order.
+
+    ``normalize``: zero-mean unit-variance waveforms (wav2vec2 input). A clip that cannot be
+    decoded raises :class:`AudioError` naming the file, or, with ``skip_bad``, is skipped and
+    listed in :attr:`Decoded.skipped` (its hypothesis is ``None``).
+    """
+    hypotheses: list[str | None] = [None] * len(utterances)
+    skipped: list[Skipped] = []
+    if not utterances:
+        return Decoded(hypotheses, skipped)
+    dataset = SpeechDataset(utterances, None, normalize=normalize)
+    longest = float(dataset.durations.max())
+    sampler = DurationBatchSampler(
+        dataset.durations,
+        max(max_duration, longest),  # a clip longer than a batch is decoded alone
+        max_batch_size=max_batch_size or None,
+        shuffle=False,
+        drop_last=False,
+    )
+    bar = tqdm(total=len(utterances), desc=desc, unit="utt", disable=not progress)
+    try:
+        for keys in sampler:
+            items = _load(dataset, keys, skip_bad, skipped)
+            if items:
+                batch = collate_audio(items)
+                for index, text in zip(batch.indices, decode_batch(batch), strict=True):
+                    hypotheses[index] = text
+            bar.update(len(keys))
+    finally:
+        bar.close()
+    return Decoded(hypotheses, skipped)
+
+
+def translate_utterances(
+    model: SpeechEncoderDecoderModel,
+    tokenizer: TargetTokenizer,
+    utterances: Sequence[Utterance],
+    options: DecodeOptions | None = None,
+    *,
+    progress: bool = False,
+    skip_bad: bool = False,
+) -> Decoded:
+    """Translate ``utterances`` (each carries its source language) with beam search."""
+    opts = options or DecodeOptions()
+
+    def decode_batch(batch: AudioBatch) -> list[str]:
+        return generate_batch(
+            model,
+            tokenizer,
+            batch.input_values,
+            batch.lengths,
+            batch.languages,
+            num_beams=opts.num_beams,
+            length_penalty=opts.length_penalty,
+            max_new_tokens=opts.max_new_tokens,
+        )
+
+    was_training = model.training
+    model.eval()
+    try:
+        return decode_utterances(
+            utterances,
+            decode_batch,
+            max_duration=opts.max_duration,
+            max_batch_size=opts.max_batch_size,
+            progress=progress,
+            skip_bad=skip_bad,
+            desc="translating",
+        )
+    finally:
+        model.train(was_training)

@@ -1,0 +1,206 @@
+"""The experiment grid as a resumable pipeline of stages.
+
+Stages: ``corpus`` → ``pretrain`` (step 1, skipped when a pretrained encoder folder is given)
+→ ``distill`` (step 2) / ``ctc`` (the ctc-xlsr ablation and the cascade's ASR) →
+``pretrain_text`` (a small MBART, skipped when an MBART folder is given) → ``mt`` (cascade MT)
+→ ``st:<system>`` (step 3 per system) → ``eval:<system>`` → ``report``.
+
+Each finished stage writes ``<out>/stages/<name>.json`` holding its output path and a hash of
+everything it was built from; a second run reuses it when the hash matches and re-runs it (and
+what depends on it) otherwise. A stage that was interrupted resumes from its last checkpoint,
+because every training step is run with ``resume=True`` (exact resume, see
+:mod:`samu_st.training.loop`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from samu_st.config import apply_overrides, from_dict, load_yaml, to_dict
+from samu_st.errors import ConfigError, SamuError
+from samu_st.grid import SYSTEMS, TABLES, System, systems_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """Where the manifests come from."""
+
+    kind: Literal["mini", "manifests"] = "mini"  # mini: synthesise mini-CoVoST; manifests: given
+    path: str = "runs/demo/mini-covost"  # corpus folder: <split>/<lang>.jsonl (+ unlabeled.jsonl)
+    mini_config: str | None = None  # YAML of MiniCovostConfig for kind=mini (None: defaults)
+    unlabeled: tuple[str, ...] = ()  # SSL manifests; empty: <path>/unlabeled.jsonl, else train
+
+
+@dataclass(frozen=True)
+class GpuEstimateConfig:
+    """The --dry-run estimate of GPU-hours: 6·N·tokens FLOPs at an assumed utilisation."""
+
+    peak_tflops: float = 312.0  # bf16 dense peak of the GPU (A100: 312; H100 SXM: 989)
+    mfu: float = 0.35  # assumed model FLOP utilisation
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The experiment grid: which systems to build from which corpus and step configs."""
+
+    out_dir: str = "runs/grid"  # every stage writes below this folder
+    steps: str = "configs/mini.yaml"  # YAML with the step sections (pretrain, distill, ...)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    systems: tuple[str, ...] = tuple(SYSTEMS)  # rows to build; see samu_st.grid.SYSTEMS
+    tables: tuple[str, ...] = tuple(TABLES)  # tables of the report; see samu_st.grid.TABLES
+    encoder_pretrained: str | None = None  # local XLS-R folder: skips step 1 (the paper's case)
+    decoder_pretrained: str | None = None  # local MBART folder: skips text pretraining
+    mt_pretrained: str | None = None  # local MBART MT folder for the cascade (paper: MBART-50)
+    eval_split: str = "test"  # split the tables are computed on
+    beam: int = 5  # beam size of the evaluation
+    max_eval_utterances: int = 0  # per language; 0 = all
+    seed: int = 1  # seed of every step (overrides the steps file)
+    estimate: GpuEstimateConfig = field(default_factory=GpuEstimateConfig)
+
+    def __post_init__(self) -> None:
+        try:
+            systems_for(self.systems)
+        except KeyError as err:
+            raise ConfigError(f"pipeline.systems: {err.args[0]}") from None
+        unknown = [t for t in self.tables if t not in TABLES]
+        if unknown:
+            raise ConfigError(f"pipeline.tables: unknown {unknown}; valid: {sorted(TABLES)}")
+
+
+def load_pipeline_config(path: str | Path, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """The ``pipeline:`` section of ``path`` (or the whole file when it has none)."""
+    data = load_yaml(path)
+    section = data.get("pipeline", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}:pipeline: expected a mapping")
+    where = f"{path}:pipeline" if "pipeline" in data else str(path)
+    return from_dict(PipelineConfig, apply_overrides(dict(section), overrides), where=where)
+
+
+@dataclass
+class Stage:
+    """One unit of work; ``run`` returns its output folder."""
+
+    name: str
+    deps: tuple[str, ...]
+    run: Callable[[Context], Path]
+    describe: str
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """What stages read: the config and the outputs of the stages already done."""
+
+    cfg: PipelineConfig
+    root: Path
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+    def out(self, stage: str) -> Path:
+        return self.root / stage.replace(":", "/")
+
+
+def _hash(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _marker(root: Path, name: str) -> Path:
+    return root / "stages" / f"{name.replace(':', '__')}.json"
+
+
+def _write_marker(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _done(root: Path, stage: Stage, key: str) -> Path | None:
+    marker = _marker(root, stage.name)
+    if not marker.is_file():
+        return None
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    output = Path(data.get("output", ""))
+    if data.get("key") != key or not output.exists():
+        return None
+    return output
+
+
+def select(stages: list[Stage], only: Sequence[str]) -> list[Stage]:
+    """The stages needed for ``only`` (names, system names, or prefixes like ``st``)."""
+    if not only:
+        return stages
+    by_name = {s.name: s for s in stages}
+    wanted: set[str] = set()
+    for item in only:
+        hits = [s.name for s in stages if item in (s.name, s.name.split(":", 1)[-1])]
+        hits += [s.name for s in stages if s.name.split(":", 1)[0] == item]
+        if not hits:
+            raise ConfigError(f"--only {item}: no such stage or system; stages: "
+                              + " ".join(s.name for s in stages))  # fmt: skip
+        wanted.update(hits)
+    todo = list(wanted)
+    while todo:
+        for dep in by_name[todo.pop()].deps:
+            if dep not in wanted:
+                wanted.add(dep)
+                todo.append(dep)
+    return [s for s in stages if s.name in wanted]
+
+
+def execute(
+    stages: list[Stage],
+    ctx: Context,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Path]:
+    """Run the stages in order, reusing finished ones; returns every stage's output."""
+    keys: dict[str, str] = {}
+    rerun: set[str] = set()
+    total = len(stages)
+    for i, stage in enumerate(stages, start=1):
+        key = _hash([stage.fingerprint, [keys.get(d) for d in stage.deps]])
+        keys[stage.name] = key
+        done = None if rerun & set(stage.deps) else _done(ctx.root, stage, key)
+        if done is not None:
+            ctx.outputs[stage.name] = done
+            progress(f"[{i}/{total}] {stage.name}: done earlier ({done})")
+            continue
+        rerun.add(stage.name)
+        progress(f"[{i}/{total}] {stage.name}: {stage.describe}")
+        start = time.perf_counter()
+        output = stage.run(ctx)
+        seconds = time.perf_counter() - start
+        ctx.outputs[stage.name] = output
+        _write_marker(
+            _marker(ctx.root, stage.name),
+            {"stage": stage.name, "key": key, "output": str(output), "seconds": seconds},
+        )
+        progress(f"[{i}/{total}] {stage.name}: finished in {seconds:.0f} s → {output}")
+    return dict(ctx.outputs)
+
+
+def describe_config(cfg: PipelineConfig) -> dict[str, Any]:
+    """The resolved pipeline config as plain data (for the plan and the report)."""
+    return to_dict(cfg)
+
+
+def systems(cfg: PipelineConfig) -> list[System]:
+    return systems_for(cfg.systems)
+
+
+class PipelineError(SamuError):
+    """A pipeline that cannot run as configured (the message says what is missing)."""

@@ -1,0 +1,308 @@
+"""The stages of the experiment grid (see :mod:`samu_st.pipeline`), built from a
+:class:`~samu_st.pipeline.PipelineConfig` and the step sections of its ``steps`` file.
+
+Each stage loads its step's section and overrides only what the grid decides: the output
+folder, the manifests, the seed, and which earlier stage's model it starts from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from samu_st.config import apply_overrides, from_dict, load_config, load_yaml, to_dict
+from samu_st.errors import ConfigError
+from samu_st.grid import HIGH_RESOURCE, TABLES, System, systems_for
+from samu_st.pipeline import Context, PipelineConfig, Stage
+
+T = TypeVar("T")
+
+
+def corpus_dir(cfg: PipelineConfig) -> Path:
+    return Path(cfg.corpus.path)
+
+
+def unlabeled_manifests(cfg: PipelineConfig) -> list[str]:
+    """SSL audio: the configured manifests, else ``unlabeled.jsonl``, else the train split."""
+    if cfg.corpus.unlabeled:
+        return list(cfg.corpus.unlabeled)
+    unlabeled = corpus_dir(cfg) / "unlabeled.jsonl"
+    return (
+        [str(unlabeled)]
+        if unlabeled.is_file() or cfg.corpus.kind == "mini"
+        else [str(corpus_dir(cfg))]
+    )
+
+
+def step_config(cls: type[T], cfg: PipelineConfig, section: str, overrides: Sequence[str]) -> T:
+    """The ``section`` of the steps file with the grid's overrides applied."""
+    data = load_yaml(cfg.steps)
+    if section not in data or not isinstance(data[section], dict):
+        raise ConfigError(f"{cfg.steps}: no `{section}:` section (needed by the pipeline)")
+    raw = apply_overrides(dict(data[section]), [*overrides, f"train.seed={cfg.seed}"])
+    return from_dict(cls, raw, where=f"{cfg.steps}:{section}")
+
+
+def _list(values: Sequence[str]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+def _has_dev(data: dict[str, Any]) -> bool:
+    return isinstance(data.get("dev"), dict)
+
+
+def _section(cfg: PipelineConfig, section: str) -> dict[str, Any]:
+    data = load_yaml(cfg.steps).get(section, {})
+    return data if isinstance(data, dict) else {}
+
+
+def _manifest_overrides(cfg: PipelineConfig, section: str) -> list[str]:
+    corpus = str(corpus_dir(cfg))
+    out = [f"data.manifests={_list([corpus])}"]
+    if _has_dev(_section(cfg, section)):
+        out.append(f"dev.manifests={_list([corpus])}")
+    return out
+
+
+def stage_corpus(ctx: Context) -> Path:
+    cfg = ctx.cfg
+    if cfg.corpus.kind == "manifests":
+        folder = corpus_dir(cfg)
+        if not any(folder.glob("train/*.jsonl")):
+            raise ConfigError(f"corpus.path: {folder} has no train/<lang>.jsonl manifests")
+        return folder
+    from samu_st.data.mini_covost import MiniCovostConfig, prepare_mini
+
+    mini = (
+        load_config(MiniCovostConfig, cfg.corpus.mini_config)
+        if cfg.corpus.mini_config
+        else MiniCovostConfig()
+    )
+    return prepare_mini(corpus_dir(cfg), mini, workers=2)
+
+
+def stage_pretrain(ctx: Context) -> Path:
+    from samu_st.steps.pretrain import PretrainConfig, run_pretrain
+
+    out = ctx.out("pretrain")
+    over = [f"out_dir={out}", f"data.manifests={_list(unlabeled_manifests(ctx.cfg))}"]
+    if _has_dev(_section(ctx.cfg, "pretrain")):
+        over.append(f"dev.manifests={_list([str(corpus_dir(ctx.cfg))])}")
+    return run_pretrain(step_config(PretrainConfig, ctx.cfg, "pretrain", over), resume=True)
+
+
+def ssl_encoder(ctx: Context) -> str:
+    return ctx.cfg.encoder_pretrained or str(ctx.outputs["pretrain"])
+
+
+def stage_distill(ctx: Context) -> Path:
+    from samu_st.steps.distill import DistillConfig, run_distill
+
+    over = [f"out_dir={ctx.out('distill')}", f"encoder.pretrained={ssl_encoder(ctx)}"]
+    over += _manifest_overrides(ctx.cfg, "distill")
+    folder = run_distill(step_config(DistillConfig, ctx.cfg, "distill", over), resume=True)
+    return folder / "encoder"
+
+
+def stage_ctc(ctx: Context) -> Path:
+    from samu_st.steps.train_ctc import TrainCtcConfig, run_train_ctc
+
+    corpus = str(corpus_dir(ctx.cfg))
+    over = [
+        f"out_dir={ctx.out('ctc')}",
+        f"encoder.pretrained={ssl_encoder(ctx)}",
+        f"data.manifests={_list([corpus])}",
+    ]
+    section = _section(ctx.cfg, "train_ctc")
+    over += [f"{k}.manifests={_list([corpus])}" for k in ("dev", "test") if k in section]
+    return run_train_ctc(step_config(TrainCtcConfig, ctx.cfg, "train_ctc", over), resume=True)
+
+
+def stage_pretrain_text(ctx: Context) -> Path:
+    from samu_st.steps.pretrain_text import PretrainTextConfig, run_pretrain_text
+
+    over = [f"out_dir={ctx.out('pretrain_text')}", *_manifest_overrides(ctx.cfg, "pretrain_text")]
+    cfg = step_config(PretrainTextConfig, ctx.cfg, "pretrain_text", over)
+    return run_pretrain_text(cfg, resume=True)
+
+
+def decoder_folder(ctx: Context) -> str:
+    return ctx.cfg.decoder_pretrained or str(ctx.outputs["pretrain_text"])
+
+
+def encoder_for(ctx: Context, system: System) -> str:
+    if system.encoder_init == "samu":
+        return str(ctx.outputs["distill"])
+    if system.encoder_init == "ctc":
+        return str(ctx.outputs["ctc"] / "encoder")
+    return ssl_encoder(ctx)
+
+
+def make_stage_st(system: System) -> Callable[[Context], Path]:
+    def run(ctx: Context) -> Path:
+        from samu_st.steps.train_st import TrainSTConfig, run_train_st
+
+        over = [
+            f"out_dir={ctx.out('st:' + system.name)}",
+            f"model.encoder.pretrained={encoder_for(ctx, system)}",
+            f"model.encoder.mode={system.encoder_mode}",
+            f"model.decoder.pretrained={decoder_folder(ctx)}",
+            *_manifest_overrides(ctx.cfg, "train_st"),
+        ]
+        if system.zero_shot:
+            over.append(f"data.languages={_list(HIGH_RESOURCE)}")
+        return run_train_st(step_config(TrainSTConfig, ctx.cfg, "train_st", over), resume=True)
+
+    return run
+
+
+def make_stage_eval(system: System) -> Callable[[Context], Path]:
+    def run(ctx: Context) -> Path:
+        from samu_st.decoding.translate import DecodeOptions
+        from samu_st.evaluate import EvalOptions, evaluate_model
+
+        cfg = ctx.cfg
+        out = ctx.out("eval:" + system.name)
+        opts = EvalOptions(
+            split=cfg.eval_split,
+            name=system.name,
+            max_utterances=cfg.max_eval_utterances or None,
+            decode=DecodeOptions(num_beams=cfg.beam),
+        )
+        if system.kind == "cascade":
+            from samu_st.cascade import evaluate_cascade
+
+            evaluate_cascade(ctx.outputs["ctc"], ctx.outputs["mt"], corpus_dir(cfg), out, opts)
+        else:
+            evaluate_model(ctx.outputs["st:" + system.name], corpus_dir(cfg), out, opts)
+        return out / "results.json"
+
+    return run
+
+
+def stage_mt(ctx: Context) -> Path:
+    if ctx.cfg.mt_pretrained:
+        return Path(ctx.cfg.mt_pretrained)
+    from samu_st.steps.pretrain_text import PretrainTextConfig, run_pretrain_text
+
+    over = [
+        f"out_dir={ctx.out('mt')}",
+        f"init={decoder_folder(ctx)}",
+        "objective=translate",
+        *_manifest_overrides(ctx.cfg, "train_mt"),
+    ]
+    return run_pretrain_text(step_config(PretrainTextConfig, ctx.cfg, "train_mt", over), True)
+
+
+def stage_report(ctx: Context) -> Path:
+    from samu_st.report import report
+
+    cfg = ctx.cfg
+    out = ctx.out("report")
+    results = {k.split(":", 1)[1]: v for k, v in ctx.outputs.items() if k.startswith("eval:")}
+    report([results[s] for s in cfg.systems if s in results], out, "All systems")
+    for table in cfg.tables:
+        title, names = TABLES[table]
+        files = [results[n] for n in names if n in results]
+        if files:
+            report(files, out / table, title)
+    return out
+
+
+def build_stages(cfg: PipelineConfig) -> list[Stage]:
+    """The stages the configured systems need, in dependency order."""
+    chosen = systems_for(cfg.systems)
+    inits = {s.encoder_init for s in chosen}
+    stages: list[Stage] = [
+        Stage(
+            "corpus",
+            (),
+            stage_corpus,
+            f"corpus ({cfg.corpus.kind}) at {cfg.corpus.path}",
+            to_dict(cfg.corpus),
+        ),
+    ]
+    base: tuple[str, ...] = ("corpus",)
+    if cfg.encoder_pretrained is None:
+        stages.append(
+            Stage(
+                "pretrain",
+                base,
+                stage_pretrain,
+                "step 1: wav2vec2 SSL pretraining",
+                _section(cfg, "pretrain"),
+            )
+        )
+        base = ("corpus", "pretrain")
+    if "samu" in inits:
+        stages.append(
+            Stage(
+                "distill",
+                base,
+                stage_distill,
+                "step 2: SAMU semantic distillation",
+                _section(cfg, "distill"),
+            )
+        )
+    if "ctc" in inits:
+        stages.append(
+            Stage(
+                "ctc",
+                base,
+                stage_ctc,
+                "CTC fine-tuning (ctc-xlsr / cascade ASR)",
+                _section(cfg, "train_ctc"),
+            )
+        )
+    text: tuple[str, ...] = ()
+    if cfg.decoder_pretrained is None:
+        stages.append(
+            Stage(
+                "pretrain_text",
+                ("corpus",),
+                stage_pretrain_text,
+                "text denoising pretraining of a small MBART",
+                _section(cfg, "pretrain_text"),
+            )
+        )
+        text = ("pretrain_text",)
+    if any(s.kind == "cascade" for s in chosen):
+        stages.append(
+            Stage(
+                "mt",
+                ("corpus", *text),
+                stage_mt,
+                "cascade MT: MBART text translation",
+                {**_section(cfg, "train_mt"), "mt": cfg.mt_pretrained},
+            )
+        )
+    for system in chosen:
+        enc = {"ssl": base[-1], "samu": "distill", "ctc": "ctc"}[system.encoder_init]
+        if system.kind == "e2e":
+            stages.append(
+                Stage(
+                    f"st:{system.name}",
+                    (enc, *text),
+                    make_stage_st(system),
+                    f"step 3: {system.name}",
+                    {"section": _section(cfg, "train_st"), "system": to_dict(system)},
+                )
+            )
+            deps: tuple[str, ...] = (f"st:{system.name}",)
+        else:
+            deps = ("ctc", "mt")
+        stages.append(
+            Stage(
+                f"eval:{system.name}",
+                deps,
+                make_stage_eval(system),
+                f"evaluate {system.name} on {cfg.eval_split}",
+                {"split": cfg.eval_split, "beam": cfg.beam, "max": cfg.max_eval_utterances},
+            )
+        )
+    evals = tuple(s.name for s in stages if s.name.startswith("eval:"))
+    stages.append(
+        Stage("report", evals, stage_report, "tables and plots", {"tables": list(cfg.tables)})
+    )
+    return stages

@@ -1,0 +1,182 @@
+"""``samu-st pipeline CONFIG --dry-run``: validate every path the grid will read, print the
+plan with parameter counts, and estimate GPU-hours — without running anything.
+
+The estimate counts ``k · N · frames`` FLOPs per training step (``k`` = 6 when the encoder
+trains, 4 when it is frozen and only adapters/decoder parts need weight gradients), with
+``N`` the translator's parameters, 50 encoder frames per second of audio, and
+``max_duration`` seconds of audio per batch; divided by ``peak_tflops × mfu``. It is a
+planning number, not a measurement.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from samu_st.config import load_yaml
+from samu_st.errors import ConfigError, ModelLoadError
+from samu_st.pipeline import PipelineConfig, Stage
+from samu_st.pipeline_stages import build_stages, corpus_dir
+
+FRAMES_PER_SECOND = 50.0  # wav2vec2 / XLS-R: one frame per 20 ms
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing that would make the pipeline fail."""
+
+    where: str  # config key or stage
+    message: str
+
+
+def check_folder(path: str, kind: str, needs: tuple[str, ...]) -> str | None:
+    """None when ``path`` is a folder holding ``needs`` (any weights file for "weights")."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return f"{path}: folder does not exist (expected a local copy of the {kind})"
+    missing = []
+    for name in needs:
+        if name == "weights":
+            if not any(
+                (folder / w).is_file()
+                for w in (
+                    "model.safetensors",
+                    "model.safetensors.index.json",
+                    "pytorch_model.bin",
+                    "pytorch_model.bin.index.json",
+                )
+            ):
+                missing.append("model.safetensors (or pytorch_model.bin)")
+        elif not (folder / name).exists():
+            missing.append(name)
+    if missing:
+        return f"{path}: not a {kind} folder, missing {', '.join(missing)}"
+    if "config.json" in needs:
+        try:
+            model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        except (OSError, json.JSONDecodeError) as err:
+            return f"{path}/config.json: unreadable ({err})"
+        expected = {"wav2vec2 encoder": "wav2vec2", "MBART model": "mbart", "text teacher": None}
+        want = expected.get(kind)
+        if want is not None and model_type != want:
+            return f"{path}/config.json: model_type is {model_type!r}, expected {want!r}"
+    return None
+
+
+def check_paths(cfg: PipelineConfig) -> list[Problem]:
+    """Every input path of the grid, checked for the format it must have."""
+    problems: list[Problem] = []
+    steps = Path(cfg.steps)
+    if not steps.is_file():
+        return [Problem("steps", f"{steps}: steps config file not found")]
+    checks = [
+        (
+            "encoder_pretrained",
+            cfg.encoder_pretrained,
+            "wav2vec2 encoder",
+            ("config.json", "weights"),
+        ),
+        (
+            "decoder_pretrained",
+            cfg.decoder_pretrained,
+            "MBART model",
+            ("config.json", "weights", "tokenizer_config.json"),
+        ),
+        (
+            "mt_pretrained",
+            cfg.mt_pretrained,
+            "MBART model",
+            ("config.json", "weights", "tokenizer_config.json"),
+        ),
+    ]
+    teacher = load_yaml(steps).get("distill", {}).get("teacher", {}) or {}
+    if isinstance(teacher, dict) and teacher.get("path"):
+        checks.append(
+            (
+                "distill.teacher.path",
+                teacher["path"],
+                "text teacher",
+                ("config.json", "weights", "tokenizer_config.json"),
+            )
+        )
+    for key, path, kind, needs in checks:
+        if path is not None and (msg := check_folder(str(path), kind, needs)):
+            problems.append(Problem(key, msg))
+    if cfg.corpus.kind == "manifests":
+        folder = corpus_dir(cfg)
+        for split in ("train", "dev", cfg.eval_split):
+            if not any((folder / split).glob("*.jsonl")):
+                problems.append(
+                    Problem(
+                        "corpus.path",
+                        f"{folder}/{split}: no <lang>.jsonl "
+                        "manifests (run `samu-st prepare covost2 ...`)",
+                    )
+                )
+    return problems
+
+
+def translator_counts(cfg: PipelineConfig) -> dict[str, tuple[int, int]]:
+    """(total, trainable) parameters of the step-3 model in each encoder mode, on ``meta``."""
+    from samu_st.models.summary import summarize_config
+    from samu_st.pipeline_stages import step_config
+    from samu_st.steps.train_st import TrainSTConfig
+
+    counts = {}
+    for mode in ("adapters", "full"):
+        over = [f"out_dir={cfg.out_dir}", f"model.encoder.mode={mode}"]
+        if cfg.encoder_pretrained:
+            over.append(f"model.encoder.pretrained={cfg.encoder_pretrained}")
+        if cfg.decoder_pretrained:
+            over.append(f"model.decoder.pretrained={cfg.decoder_pretrained}")
+        summary = summarize_config(step_config(TrainSTConfig, cfg, "train_st", over).model)
+        counts[mode] = (summary.total, summary.trainable)
+    return counts
+
+
+def gpu_hours(cfg: PipelineConfig, stage: Stage, params: int, frozen_encoder: bool) -> float:
+    """Planning estimate of one training stage's GPU-hours (see the module docstring)."""
+    section = stage.fingerprint.get("section", stage.fingerprint)
+    train = section.get("train", {}) if isinstance(section, dict) else {}
+    data = section.get("data", {}) if isinstance(section, dict) else {}
+    steps = int(train.get("max_steps", 1000)) * int(train.get("grad_accum", 1))
+    audio = float(data.get("max_duration", 60.0))
+    flops = (4 if frozen_encoder else 6) * params * FRAMES_PER_SECOND * audio * steps
+    return flops / (cfg.estimate.peak_tflops * 1e12 * cfg.estimate.mfu) / 3600
+
+
+def dry_run(cfg: PipelineConfig) -> tuple[str, list[Problem]]:
+    """The plan as text, and the problems found (empty: the grid can run)."""
+    problems = check_paths(cfg)
+    lines = [f"pipeline → {cfg.out_dir}", f"steps file: {cfg.steps}", ""]
+    try:
+        stages = build_stages(cfg)
+    except (ConfigError, ModelLoadError) as err:
+        return "\n".join(lines), [*problems, Problem("stages", str(err))]
+    counts: dict[str, tuple[int, int]] = {}
+    if not problems:
+        try:
+            counts = translator_counts(cfg)
+        except (ConfigError, ModelLoadError) as err:
+            problems.append(Problem("train_st", str(err)))
+    total_hours = 0.0
+    for i, stage in enumerate(stages, 1):
+        line = f"{i:2d}. {stage.name:<22} {stage.describe}"
+        if stage.name.startswith("st:") and counts:
+            mode = stage.fingerprint["system"]["encoder_mode"]
+            total, trainable = counts[mode]
+            hours = gpu_hours(cfg, stage, total, mode == "adapters")
+            total_hours += hours
+            line += (
+                f"  [{total / 1e6:.1f}M params, {trainable / 1e6:.1f}M trainable,"
+                f" ~{hours:.1f} GPU-h]"
+            )
+        lines.append(line)
+    lines += [
+        "",
+        f"step-3 training estimate: ~{total_hours:.1f} GPU-hours at "
+        f"{cfg.estimate.peak_tflops:.0f} TFLOP/s × MFU {cfg.estimate.mfu:.2f} "
+        "(steps 1-2, CTC and evaluation not included)",
+    ]
+    return "\n".join(lines), problems

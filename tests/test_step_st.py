@@ -1,0 +1,245 @@
+"""Step 3 (train-st): trainable parts, batches, loss, overfitting, run → export → evaluate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from samu_st.cli import main
+from samu_st.config import from_dict
+from samu_st.data.manifest import read_manifest, resolve_audio, write_manifest
+from samu_st.data.mini_covost import MiniCovostConfig, prepare_mini
+from samu_st.losses import ctc_loss, label_smoothed_nll_loss
+from samu_st.models.adapters import bottleneck_adapters
+from samu_st.models.decoder import lna_d_modules
+from samu_st.models.tokenizer import train_target_tokenizer
+from samu_st.models.translator import load_translator
+from samu_st.report import TranslationResults
+from samu_st.steps.tasks_st import CharEncoder, STCollator, STTask
+from samu_st.steps.train_st import TrainSTConfig, build_st_model, run_train_st_result
+from samu_st.text import build_char_vocab, normalize_generic
+from samu_st.training.schedule import check_param_groups
+from samu_st.training.tracking import read_jsonl
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+
+TINY_MODEL: dict[str, Any] = {
+    "encoder": {"size": "tiny", "mode": "adapters"},
+    "decoder": {"preset": "tiny"},
+    "length_adaptor_layers": 2,
+}
+QUIET = {"tensorboard": False, "progress_bar": False}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():  # type: ignore[no-untyped-def]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("needs espeak-ng")
+    cfg = MiniCovostConfig(
+        seed=3,
+        languages=("fr", "de"),
+        number_max=20,
+        train_per_hour=0.0,
+        train_min=8,
+        train_max=8,
+        dev_per_language=3,
+        test_per_language=3,
+        unlabeled_per_language=0,
+        train_speakers=4,
+        dev_speakers=2,
+        test_speakers=2,
+    )
+    return prepare_mini(tmp_path_factory.mktemp("c") / "mini", cfg, progress=False)
+
+
+def _config(**fields: Any) -> TrainSTConfig:
+    data = {"out_dir": "unused", "data": {"manifests": ["unused"]}, "model": TINY_MODEL, **fields}
+    return from_dict(TrainSTConfig, data)
+
+
+def _ids(params: Any) -> set[int]:
+    return {id(p) for p in params}
+
+
+def test_trainable_parts_and_no_work_on_frozen_ones() -> None:
+    tokenizer = train_target_tokenizer(["one", "two", "three", "twenty"], 30)
+    chars = CharEncoder(build_char_vocab(["un deux", "zwei"]), normalize_generic)
+    assert len(chars) == 11  # d e i n u w x z, | [UNK] [PAD]
+    model = build_st_model(_config(), tokenizer, ctc_classes=len(chars)).train()
+    translator = model.translator
+    encoder = model.speech_encoder
+    expected = _ids(p for a in bottleneck_adapters(encoder) for p in a.parameters())
+    assert len(bottleneck_adapters(encoder)) == 4  # 2 layers x (attention, feed-forward)
+    expected |= _ids(encoder.adapter.parameters()) | _ids(translator.enc_to_dec_proj.parameters())
+    expected |= _ids(p for m in lna_d_modules(translator.decoder).values() for p in m.parameters())
+    assert model.ctc_head is not None
+    expected |= _ids(model.ctc_head.parameters())
+    assert _ids(p for p in model.parameters() if p.requires_grad) == expected
+    task = STTask(tokenizer)
+    groups = check_param_groups(model, task.param_groups(model, _config().train.optim))
+    assert [g["name"] for g in groups] == ["encoder", "adaptor", "decoder", "ctc_head"]
+    # the frozen conv front end builds no autograd graph; frozen weights get no gradient
+    seen: list[bool] = []
+    encoder.feature_extractor.register_forward_hook(
+        lambda m, a, out: seen.append(out.requires_grad)
+    )
+    collate = STCollator(tokenizer, 64, chars)
+    wav = torch.randn(8000).numpy()
+    texts = [("fr", "Un deux", "one two"), ("de", "zwei", "two")]
+    items = [
+        {
+            "wav": wav[: 8000 - 3000 * i],
+            "id": f"u{i}",
+            "language": lang,
+            "index": i,
+            "source_text": src,
+            "target_text": tgt,
+        }
+        for i, (lang, src, tgt) in enumerate(texts)
+    ]
+    batch = collate(items)
+    assert batch.decoder_input_ids[:, 1].tolist() == [
+        tokenizer.lang_token_id(x) for x in ("fr", "de")
+    ]
+    assert batch.ctc_label_lengths.tolist() == [7, 4]  # "un|deux", "zwei"
+    out = model(
+        batch.audio.input_values,
+        batch.audio.attention_mask,
+        batch.decoder_input_ids,
+        batch.decoder_mask,
+    )
+    assert seen == [False]
+    assert (
+        out.ctc_logits.shape[:2] == (2, int(out.ctc_lengths.max()))
+        and out.ctc_logits.shape[2] == 11
+    )
+    assert out.ctc_lengths.tolist() == [24, 15]  # 50 Hz frames, before the length adaptor
+    model.eval()  # no dropout or time masking: the task's forward sees the same numbers
+    out = model(
+        batch.audio.input_values,
+        batch.audio.attention_mask,
+        batch.decoder_input_ids,
+        batch.decoder_mask,
+    )
+    task = STTask(tokenizer, label_smoothing=0.1, aux_ctc_weight=0.25, ctc_blank=chars.blank)
+    result = task.loss(model, batch)
+    ce, _ = label_smoothed_nll_loss(out.logits, batch.labels, 0.1)
+    log_probs = torch.log_softmax(out.ctc_logits, -1)
+    ctc = ctc_loss(
+        log_probs, out.ctc_lengths, batch.ctc_labels, batch.ctc_label_lengths, chars.blank
+    )
+    torch.testing.assert_close(result.loss, 0.75 * ce + 0.25 * ctc)
+    assert result.num_items == int((batch.labels != -100).sum()) and "ctc" in result.metrics
+    result.loss.backward()
+    assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+    assert all(a.up.weight.grad.abs().sum() > 0 for a in bottleneck_adapters(encoder))
+
+
+def _few(corpus: Path, tmp_path: Path, n: int = 4) -> Path:
+    source = corpus / "train" / "fr.jsonl"
+    utts = [replace(u, audio=str(resolve_audio(u, source))) for u in read_manifest(source)[:n]]
+    write_manifest(tmp_path / "few.jsonl", utts)
+    return tmp_path / "few.jsonl"
+
+
+@needs_espeak
+def test_overfits_a_handful_of_utterances(corpus: Path, tmp_path: Path) -> None:
+    model = {**TINY_MODEL, "decoder": {"preset": "tiny", "trainable": "full"}}
+    train = {
+        "max_steps": 60,
+        "log_every": 5,
+        "save_every": 1000,
+        **QUIET,
+        "optim": {"lr": 1e-2},
+        "schedule": {"phase_ratio": [0.1, 0.9, 0.0]},
+    }
+    cfg = from_dict(
+        TrainSTConfig,
+        {
+            "out_dir": str(tmp_path / "run"),
+            "data": {"manifests": [str(_few(corpus, tmp_path))]},
+            "model": model,
+            "train": train,
+            "tokenizer_vocab_size": 40,
+            "label_smoothing": 0.0,
+        },
+    )
+    _, result = run_train_st_result(cfg)
+    losses = [r["loss"] for r in result.history]
+    # measured: 3.56 -> 0.27 (4 clips of 0.25-0.55 s, 60 updates, ~1.5 s)
+    assert losses[0] > 3.0 and losses[-1] < 0.3 * losses[0], losses
+
+
+@needs_espeak
+def test_train_export_resume_and_evaluate(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "st"
+    data = {"manifests": [str(corpus)], "max_duration": 12.0, "language_temperature": 2.0}
+    section = {
+        "out_dir": str(out),
+        "data": data,
+        "dev": {**data, "split": "dev"},
+        "model": TINY_MODEL,
+        "train": {"max_steps": 4, "log_every": 2, "save_every": 2, "val_every": 2, **QUIET},
+        "tokenizer_vocab_size": 50,
+        "aux_ctc_weight": 0.3,
+        "val_bleu_utterances": 4,
+    }
+    config = tmp_path / "mini.yaml"
+    config.write_text(yaml.safe_dump({"pretrain": {"ignored": True}, "train_st": section}))
+    assert main(["train-st", str(config)]) == 0
+    final = out / "final"
+    loaded = load_translator(final)
+    assert loaded.config.encoder.mode == "adapters" and len(loaded.tokenizer) > 30
+    assert not any("ctc" in name for name, _ in loaded.model.named_parameters())
+    hours = json.loads((final / "train_hours.json").read_text())["train_hours"]
+    assert set(hours) == {"fr", "de"} and all(0 < h < 0.01 for h in hours.values())
+    log = read_jsonl(out / "train_log.jsonl")
+    val = [r for r in log if r["kind"] == "val"]
+    assert [r["step"] for r in val] == [2, 4]
+    assert {"val_loss", "val_nll", "val_ctc", "val_bleu"} <= set(val[-1])
+    assert val[-1]["val_bleu_utterances"] == 4
+    assert {"config.yaml", "tokenizer", "ctc_vocab.json"} <= {p.name for p in out.iterdir()}
+    tokenizer_files = (out / "tokenizer" / "tokenizer.json").read_bytes()
+    assert main(["train-st", str(config)]) == 2  # checkpoints exist: refused before any write
+    assert (out / "tokenizer" / "tokenizer.json").read_bytes() == tokenizer_files
+    assert main(["train-st", str(config), "train.max_steps=6", "--resume"]) == 0
+    assert read_jsonl(out / "train_log.jsonl")[-1]["step"] == 6
+    ev = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "evaluate",
+                str(final),
+                str(corpus),
+                "--out",
+                str(ev),
+                "--beam",
+                "2",
+                "--max-utterances",
+                "2",
+                "--max-new-tokens",
+                "8",
+            ]
+        )
+        == 0
+    )
+    results = json.loads((ev / "results.json").read_text())
+    assert set(results) == {"model", "bleu", "sacrebleu_signature", "n_utterances", "train_hours"}
+    assert results["model"] == "st" and results["n_utterances"] == {"fr": 2, "de": 2}
+    assert results["train_hours"] == pytest.approx(hours)
+    assert TranslationResults.from_json(ev / "results.json").bleu.high is not None
