@@ -292,8 +292,6 @@ AUDIO_CASES = [
         "clip_is_directory",
         "a directory where the clip should be",
         _clip_case(_clip_is_dir, "missing_audio", mention="is a directory"),
-        bug="importers.common.probe_audio reports a directory as 'audio file not found'. Fix: "
-        "check path.is_dir() first and say 'is a directory, expected an audio file: PATH'.",
     ),
     Case(
         "stereo",
@@ -522,9 +520,6 @@ MANIFEST_CASES = [
         "manifest_zero_byte",
         "data stats on a manifest of 0 bytes",
         _manifest_path("empty"),
-        bug="cli/cmd_data._stats prints 'no utterances' on stdout and returns 1 without naming "
-        "the file. Fix: raise DataError(path, 'no utterances in the manifest(s)') (exit 2, "
-        "stderr), naming the empty manifest(s).",
     ),
 ]
 
@@ -584,17 +579,11 @@ CONFIG_CASES = [
         "config_unknown_language_mini",
         "prepare mini --config with languages: [xx]",
         _config("languages: [fr, xx]\n", ("xx",), cmd="mini"),
-        bug="a ConfigError raised by a config's __post_init__ (here MiniCovostConfig) does not "
-        "name the file. Fix in samu_st.config.load_config / load_step_config: catch ConfigError "
-        "around from_dict and prefix f'{path}: ' when the message does not start with it.",
     ),
     Case(
         "config_is_directory",
         "model-summary on a directory",
         _config_dir,
-        bug="samu_st.config.load_yaml catches only FileNotFoundError and UnicodeDecodeError; a "
-        "directory raises IsADirectoryError (a traceback). Fix: also catch IsADirectoryError / "
-        "OSError and raise ConfigError(f'{p}: is a directory, expected a YAML file').",
     ),
 ]
 
@@ -704,9 +693,6 @@ STEP_CASES = [
             "  encoder: {size: tiny, mode: adapters}\n",
             ("{tmp}/cfg.yaml", "mode"),
         ),
-        bug="same as config_unknown_language_mini: a config's __post_init__ ConfigError "
-        "('pretrain.encoder.mode: must be full') does not name the file; fix in "
-        "samu_st.config.load_step_config.",
     ),
     Case(
         "step_bad_manifest",

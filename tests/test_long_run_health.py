@@ -3,6 +3,8 @@ that die or fail are reported at once instead of hanging the run."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import multiprocessing
 import os
@@ -41,7 +43,12 @@ def one_thread() -> Iterator[None]:
 
 
 def rss_bytes() -> int:
-    """Resident set size of this process (``/proc/self/statm``, field 2, in pages)."""
+    """Resident set size of this process (``/proc/self/statm``, field 2, in pages), after
+    collecting garbage and handing free heap pages back to the OS (glibc ``malloc_trim``):
+    otherwise memory freed by earlier tests in the same process absorbs a leak unseen."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * PAGE
 
@@ -57,7 +64,6 @@ class RssTask(ToyTask):
 
     def on_step(self, step: int) -> None:
         if step in (WARM_UP, STEPS // 2, STEPS - 1):
-            gc.collect()
             self.rss[step] = rss_bytes()
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:

@@ -111,7 +111,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
     ]
     if missing:
         raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        text = str(err)
+        raise ConfigError(text if text.startswith(where) else f"{where}: {text}") from None
 
 
 def to_dict(obj: Any) -> Any:
@@ -158,6 +162,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory, expected a YAML config file") from None
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read config ({err.strerror})") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"{p}: not UTF-8 text ({err.reason})") from None
     try:

@@ -12,6 +12,7 @@ import numpy as np
 
 from samu_st.data.manifest import Utterance, read_manifest
 from samu_st.data.sampler import DurationBatchSampler, padding_fraction
+from samu_st.errors import DataError
 
 
 def corpus_stats(
@@ -73,8 +74,7 @@ def format_stats(stats: dict[str, Any]) -> str:
 def _stats(args: argparse.Namespace) -> int:
     utts = [u for path in args.manifests for u in read_manifest(path)]
     if not utts:
-        print("no utterances")
-        return 1
+        raise DataError(", ".join(map(str, args.manifests)), "no utterances in the manifest(s)")
     stats = corpus_stats(
         utts, args.max_duration, seed=args.seed, max_batch_size=args.max_batch_size
     )

@@ -58,9 +58,17 @@ def validate_record(record: object, path: str | Path, line: int) -> Utterance:
     for key in ("id", "audio", "language", "source_text", "target_text", "speaker", "split"):
         if not isinstance(record[key], str):
             raise DataError(path, f"field {key!r} must be a string", line)
+        try:
+            record[key].encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(path, f"field {key!r} is not valid Unicode", line) from None
     duration = record["duration"]
     if isinstance(duration, bool) or not isinstance(duration, (int, float)):
         raise DataError(path, "field 'duration' must be a number of seconds", line)
+    try:
+        duration = float(duration)
+    except OverflowError:
+        raise DataError(path, "duration is too large", line) from None
     if not math.isfinite(duration) or duration <= 0:
         raise DataError(path, f"duration must be positive and finite, got {duration}", line)
     if not record["id"]:
@@ -76,7 +84,7 @@ def validate_record(record: object, path: str | Path, line: int) -> Utterance:
             raise DataError(
                 path, f"{key} has {len(record[key])} characters (limit {MAX_TEXT_CHARS})", line
             )
-    return Utterance(**{**record, "duration": float(duration)})
+    return Utterance(**{**record, "duration": duration})
 
 
 def iter_manifest(path: str | Path) -> Iterator[Utterance]:
@@ -99,6 +107,8 @@ def iter_manifest(path: str | Path) -> Iterator[Utterance]:
                 record = json.loads(text)
             except json.JSONDecodeError as err:
                 raise DataError(p, f"not valid JSON ({err.msg})", lineno) from None
+            except RecursionError:
+                raise DataError(p, "JSON nested too deeply", lineno) from None
             utt = validate_record(record, p, lineno)
             if utt.id in seen:
                 raise DataError(p, f"duplicate id {utt.id!r}", lineno)

@@ -12,6 +12,7 @@ the file and line. Blank lines are skipped, as pandas does.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,10 +161,17 @@ def write_tsv(
     p.parent.mkdir(parents=True, exist_ok=True)
     n = 0
     with p.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, dialect=CommonVoiceDialect)
-        writer.writerow(columns)
+        fh.write("\t".join(_escape(c) for c in columns) + "\n")
         for row in rows:
             values = [row[c] for c in columns] if isinstance(row, Mapping) else list(row)
-            writer.writerow(values)
+            fh.write("\t".join(_escape(v) for v in values) + "\n")
             n += 1
     return n
+
+
+_SPECIAL = re.compile(r'([\\\t\n\r"])')
+
+
+def _escape(value: str) -> str:
+    """Backslash-escape what the reader's dialect treats specially (csv's writer misses \\r)."""
+    return _SPECIAL.sub(r"\\\1", value)

@@ -20,7 +20,7 @@ inference does not need it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple, cast
 
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from transformers import SpeechEncoderDecoderModel, Wav2Vec2Model
 
+from samu_st.audio import SAMPLE_RATE
 from samu_st.data.collate import AudioBatch, collate_audio
 from samu_st.decoding.translate import generate_batch
 from samu_st.losses import ctc_loss, label_smoothed_nll_loss
@@ -135,6 +136,7 @@ class STModel(nn.Module):
         self.translator = translator
         self.ctc_head: nn.Linear | None = None
         self._states: torch.Tensor | None = None
+        self._capture = False  # only forward() keeps the states, generate() does not
         if ctc_classes > 0:
             encoder = self.speech_encoder
             self.ctc_head = nn.Linear(int(encoder.config.hidden_size), ctc_classes)
@@ -147,7 +149,8 @@ class STModel(nn.Module):
         return cast(Wav2Vec2Model, self.translator.encoder)
 
     def _keep_states(self, module: nn.Module, args: Any, output: Any) -> None:
-        self._states = output[0]
+        if self._capture:
+            self._states = output[0]
 
     def forward(
         self,
@@ -158,14 +161,17 @@ class STModel(nn.Module):
     ) -> STOutput:
         """``input_values`` (B, S) with ``attention_mask`` (B, S); decoder inputs (B, L) with
         their mask (B, L) → :class:`STOutput`."""
-        self._states = None
-        out = self.translator(
-            inputs=input_values,
-            attention_mask=attention_mask,
-            decoder_input_ids=decoder_input_ids,
-            decoder_attention_mask=decoder_attention_mask.long(),
-            use_cache=False,
-        )
+        self._states, self._capture = None, self.ctc_head is not None
+        try:
+            out = self.translator(
+                inputs=input_values,
+                attention_mask=attention_mask,
+                decoder_input_ids=decoder_input_ids,
+                decoder_attention_mask=decoder_attention_mask.long(),
+                use_cache=False,
+            )
+        finally:
+            self._capture = False
         if self.ctc_head is None:
             return STOutput(out.logits, None, None)
         states, self._states = self._states, None
@@ -265,7 +271,7 @@ class STTask(TaskBase):
         return groups
 
     def batch_seconds(self, batch: STBatch) -> float:
-        return float(batch.audio.lengths.sum()) / 16000.0
+        return float(batch.audio.lengths.sum()) / SAMPLE_RATE
 
     def batch_padding(self, batch: STBatch) -> float:
         return batch.audio.padding_fraction
@@ -333,6 +339,3 @@ def even_subset(n: int, k: int) -> list[int]:
         return list(range(n))
     step = n / k
     return sorted({int(i * step) for i in range(k)})
-
-
-ItemCollate = Callable[[Sequence[Mapping[str, Any]]], STBatch]

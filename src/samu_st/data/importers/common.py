@@ -268,6 +268,9 @@ def probe_audio(c: Candidate, options: ImportOptions) -> Probe:
             write_embedded_audio(path, c.embedded)
         except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
             return Probe(0.0, SkipReason.CORRUPT_AUDIO, f"cannot decode embedded audio: {err}")
+    if path.is_dir():
+        detail = f"is a directory, expected an audio file: {path}"
+        return Probe(0.0, SkipReason.MISSING_AUDIO, detail)
     if not path.is_file():
         return Probe(0.0, SkipReason.MISSING_AUDIO, f"audio file not found: {path}")
     if path.stat().st_size == 0:
