@@ -168,7 +168,6 @@ def test_wer_is_a_real_wer_without_label_grouping_artefacts(tmp_path: Path) -> N
     model.logits[1, 0] = -10.0
     model.logits[1, 0, pad] = 10.0  # drop the "n" of "ní"
     assert task.validate(model, [batch])["wer"] == 0.25
-    del pad
 
 
 # --- an end-to-end run: Common Voice folder → manifests → train → export → evaluate ------------

@@ -243,3 +243,49 @@ def test_train_export_resume_and_evaluate(corpus: Path, tmp_path: Path) -> None:
     assert results["model"] == "st" and results["n_utterances"] == {"fr": 2, "de": 2}
     assert results["train_hours"] == pytest.approx(hours)
     assert TranslationResults.from_json(ev / "results.json").bleu.high is not None
+
+
+@needs_espeak
+def test_encoder_and_decoder_from_step_folders(corpus: Path, tmp_path: Path) -> None:
+    """The pipeline's case: a step-1/2 encoder folder and a pretrain-text MBART folder (model
+    + tokenizer); the exported translator keeps the decoder folder's tokenizer."""
+    from transformers import MBartForConditionalGeneration, Wav2Vec2Model
+
+    from samu_st.models.decoder import mbart_config
+    from samu_st.models.encoder import EncoderConfig, wav2vec2_config
+
+    torch.manual_seed(0)
+    Wav2Vec2Model(wav2vec2_config(EncoderConfig(size="tiny"))).save_pretrained(tmp_path / "enc")
+    tokenizer = train_target_tokenizer(["one", "two", "twenty", "seven", "hundred"], 30)
+    mbart = MBartForConditionalGeneration(mbart_config("tiny", len(tokenizer), encoder_layers=1))
+    mbart.save_pretrained(tmp_path / "mbart")
+    tokenizer.save(tmp_path / "mbart")
+    model = {
+        "encoder": {"pretrained": str(tmp_path / "enc"), "mode": "adapters"},
+        "decoder": {"pretrained": str(tmp_path / "mbart")},
+    }
+    cfg = from_dict(
+        TrainSTConfig,
+        {
+            "out_dir": str(tmp_path / "run"),
+            "data": {"manifests": [str(corpus)]},
+            "model": model,
+            "train": {"max_steps": 2, "save_every": 10, **QUIET},
+        },
+    )
+    final, result = run_train_st_result(cfg, resume=True)  # the pipeline always resumes
+    assert result.step == 2 and not (tmp_path / "run" / "tokenizer").exists()
+    loaded = load_translator(final)
+    assert loaded.tokenizer.hf.get_vocab() == tokenizer.hf.get_vocab()
+    frozen = mbart.model.decoder.embed_tokens.weight
+    torch.testing.assert_close(loaded.model.decoder.get_input_embeddings().weight, frozen)
+
+
+def test_mini_config_section() -> None:
+    from samu_st.config import load_step_config
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    cfg = load_step_config(TrainSTConfig, configs / "mini.yaml", "train_st")
+    assert (cfg.model.encoder.mode, cfg.model.decoder.trainable) == ("adapters", "lna")
+    assert cfg.model.encoder.adapter_ratio == 0.25 and cfg.label_smoothing == 0.1
+    assert cfg.dev is not None and cfg.dev.split == "dev" and cfg.train.cpu_bf16

@@ -155,11 +155,10 @@ def dry_run(cfg: PipelineConfig) -> tuple[str, list[Problem]]:
     except (ConfigError, ModelLoadError) as err:
         return "\n".join(lines), [*problems, Problem("stages", str(err))]
     counts: dict[str, tuple[int, int]] = {}
-    if not problems:
-        try:
-            counts = translator_counts(cfg)
-        except (ConfigError, ModelLoadError) as err:
-            problems.append(Problem("train_st", str(err)))
+    try:  # from the architectures where the folders are missing (nothing is allocated)
+        counts = translator_counts(cfg)
+    except (ConfigError, ModelLoadError) as err:
+        problems.append(Problem("train_st", str(err)))
     total_hours = 0.0
     for i, stage in enumerate(stages, 1):
         line = f"{i:2d}. {stage.name:<22} {stage.describe}"

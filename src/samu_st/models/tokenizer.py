@@ -7,7 +7,7 @@ Two kinds share one small interface, :class:`TargetTokenizer`:
   ``facebook/mbart-large-50-many-to-one-mmt``). Source languages use MBART-50's own codes
   (``fr_XX``); the two CoVoST-2 languages MBART-50 lacks (ca, cy) get NEW tokens ``<lang:ca>``,
   ``<lang:cy>``, so the decoder's embedding must be resized to ``len(tokenizer)``.
-- ``trained``: a small Unigram tokenizer trained here on the target texts (the mini setting),
+- ``trained``: a small BPE tokenizer trained here on the target texts (the mini setting),
   with MBART's special tokens and ids (``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3,
   ``<mask>`` 4) and a token ``<lang:xx>`` for every CoVoST-2 language and English.
 
@@ -181,20 +181,23 @@ def train_target_tokenizer(
     vocab_size: int = 1000,
     languages: Sequence[str] = ALL_LANGUAGES,
 ) -> TargetTokenizer:
-    """Train a small Unigram tokenizer on ``texts`` (the mini setting's English targets).
+    """Train a small BPE tokenizer on ``texts`` (the mini setting's English targets).
+
+    BPE rather than Unigram because the ``tokenizers`` Unigram trainer is not deterministic
+    (a different vocabulary on each run, even single-threaded), and a seeded pipeline must
+    give the same model twice.
 
     The vocabulary may come out smaller than ``vocab_size`` on a small corpus; it always holds
     the five special tokens (ids 0-4, MBART's ids for the first four) and one token per language.
     """
     lang_tokens = {code: new_language_token(code) for code in languages}
-    tok = Tokenizer(models.Unigram())
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    trainer = trainers.UnigramTrainer(
+    trainer = trainers.BpeTrainer(
         vocab_size=vocab_size + len(lang_tokens),
         special_tokens=[*SPECIALS, *lang_tokens.values()],
-        unk_token="<unk>",
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)

@@ -57,21 +57,32 @@ class PretrainConfig:
     )
     masking: MaskingConfig = field(default_factory=MaskingConfig)  # masks, distractors, Gumbel
     num_negatives: int | None = None  # distractors per masked frame; None: the model config's
+    # Codebook entries per group (G=2 groups); None: the model config's. Fewer codes make the
+    # targets coarser, which a small model on little data learns sooner.
+    codevectors_per_group: int | None = None
     train: TrainConfig = field(default_factory=TrainConfig)  # loop, optimiser, LR schedule
 
     def __post_init__(self) -> None:
         if self.encoder.mode != "full":
             raise ConfigError(f"pretrain.encoder.mode: must be full, got {self.encoder.mode!r}")
-        if self.num_negatives is not None and self.num_negatives < 1:
-            raise ConfigError("pretrain.num_negatives: must be >= 1")
+        for name in ("num_negatives", "codevectors_per_group"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"pretrain.{name}: must be >= 1")
 
 
 def build_pretraining_model(
-    cfg: EncoderConfig, num_negatives: int | None = None
+    cfg: EncoderConfig,
+    num_negatives: int | None = None,
+    codevectors_per_group: int | None = None,
 ) -> Wav2Vec2ForPreTraining:
     """``Wav2Vec2ForPreTraining`` from ``cfg.pretrained`` (heads fresh when the folder has none)
     or from the ``cfg.size`` preset, with ``cfg``'s freezing of the conv front end."""
-    extra = {} if num_negatives is None else {"num_negatives": num_negatives}
+    extra: dict[str, int] = {}
+    if num_negatives is not None:
+        extra["num_negatives"] = num_negatives
+    if codevectors_per_group is not None:
+        extra["num_codevectors_per_group"] = codevectors_per_group
     if cfg.pretrained is None:
         model = Wav2Vec2ForPreTraining(wav2vec2_config(cfg, **extra))
     else:
@@ -110,7 +121,7 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
     if cfg.dev is not None and dev_set is not None:
         val_loader = eval_loader(cfg.dev, dev_set, collate_audio)
     seed_model_init(cfg.train)
-    model = build_pretraining_model(cfg.encoder, cfg.num_negatives)
+    model = build_pretraining_model(cfg.encoder, cfg.num_negatives, cfg.codevectors_per_group)
     scale_feature_encoder_grad(model, cfg.masking.feature_grad_mult)
     task = PretrainTask(model, cfg.masking)
     log.info(

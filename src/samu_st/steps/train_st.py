@@ -99,7 +99,7 @@ def target_tokenizer(
     if folder is not None:
         return TargetTokenizer.load(folder)
     saved = out_dir / TOKENIZER
-    # The Unigram trainer is not deterministic: one process trains and saves, all load the
+    # One process trains the tokenizer and saves it, all load the
     # saved files, so every rank, the checkpoints and the export share one vocabulary.
     if not (resume and saved.is_dir()):
         on_main(lambda: train_target_tokenizer(texts, cfg.tokenizer_vocab_size).save(saved))

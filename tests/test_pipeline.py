@@ -1,0 +1,139 @@
+"""The experiment grid on a tiny corpus: stages run in order, finished stages are reused, the
+report holds the paper's tables, and --dry-run explains what is missing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from samu_st.cli import main
+from samu_st.data.mini_covost import MiniCovostConfig
+from samu_st.pipeline import load_pipeline_config, select
+from samu_st.pipeline_stages import build_stages
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+
+TINY = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "feat_proj_dropout": 0.0}
+QUIET = {"tensorboard": False, "progress_bar": False, "log_every": 1, "save_every": 100}
+
+
+def tiny_steps() -> dict:
+    data = {"manifests": ["X"], "max_duration": 6.0}
+    dev = {"manifests": ["X"], "split": "dev", "max_duration": 10.0}
+    return {
+        "pretrain": {
+            "out_dir": "X",
+            "data": data,
+            "encoder": {"size": "tiny", "train_feature_encoder": True, "mask_time_prob": 0.05},
+            "masking": {"mask_length": 2, "mask_prob": 0.4},
+            "train": {"max_steps": 2, **QUIET},
+        },
+        "distill": {
+            "out_dir": "X",
+            "data": data,
+            "dev": dev,
+            "encoder": {"size": "tiny", **TINY},
+            "teacher": {"pooling": "mean", "text_field": "target_text"},
+            "train": {"max_steps": 2, **QUIET},
+        },
+        "pretrain_text": {
+            "out_dir": "X",
+            "data": {"manifests": ["X"]},
+            "vocab_size": 60,
+            "preset": "tiny",
+            "train": {"max_steps": 2, **QUIET},
+        },
+        "train_st": {
+            "out_dir": "X",
+            "data": data,
+            "model": {
+                "encoder": {"size": "tiny", "mode": "adapters"},
+                "decoder": {"preset": "tiny"},
+            },
+            "train": {"max_steps": 2, **QUIET},
+            "val_bleu_utterances": 0,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("grid")
+    mini = MiniCovostConfig(
+        seed=1,
+        languages=("fr", "de"),
+        number_max=12,
+        train_per_hour=0.0,
+        train_min=6,
+        train_max=6,
+        dev_per_language=2,
+        test_per_language=2,
+        unlabeled_per_language=2,
+        train_speakers=3,
+        dev_speakers=1,
+        test_speakers=1,
+    )
+    (root / "mini.yaml").write_text(yaml.safe_dump({k: v for k, v in vars(mini).items()}))
+    (root / "steps.yaml").write_text(yaml.safe_dump(tiny_steps()))
+    pipeline = {
+        "out_dir": str(root / "out"),
+        "steps": str(root / "steps.yaml"),
+        "corpus": {
+            "kind": "mini",
+            "path": str(root / "corpus"),
+            "mini_config": str(root / "mini.yaml"),
+        },
+        "systems": ["xlsr-A", "samu-xlsr-A", "zs-samu-xlsr-A"],
+        "tables": ["table6", "table7"],
+        "beam": 2,
+    }
+    (root / "grid.yaml").write_text(yaml.safe_dump({"pipeline": pipeline}))
+    return root
+
+
+def test_stage_plan_and_only(grid: Path) -> None:
+    cfg = load_pipeline_config(grid / "grid.yaml")
+    names = [s.name for s in build_stages(cfg)]
+    assert names[:4] == ["corpus", "pretrain", "distill", "pretrain_text"]
+    assert "st:zs-samu-xlsr-A" in names and names[-1] == "report"
+    only = [s.name for s in select(build_stages(cfg), ["xlsr-A"])]
+    assert only == ["corpus", "pretrain", "pretrain_text", "st:xlsr-A", "eval:xlsr-A"]
+
+
+def test_pipeline_runs_then_reuses_finished_stages(
+    grid: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["pipeline", str(grid / "grid.yaml")]) == 0
+    report = json.loads((grid / "out" / "report" / "report.json").read_text())
+    assert [m["model"] for m in report["models"]] == ["xlsr-A", "samu-xlsr-A", "zs-samu-xlsr-A"]
+    for model in report["models"]:
+        assert set(model["bleu"]) == {"per_language", "high", "mid", "low", "trfgap"}
+        assert model["bleu"]["mid"] is None  # no mid-resource language in this corpus
+    assert (grid / "out" / "report" / "table7" / "report.md").is_file()
+    capsys.readouterr()
+    assert main(["pipeline", str(grid / "grid.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("done earlier") == 11, out
+
+
+def test_dry_run_names_what_is_missing(grid: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = grid / "missing-encoder"
+    (bad / "config.json").parent.mkdir(exist_ok=True)
+    (bad / "config.json").write_text('{"model_type": "wav2vec2"}')
+    code = main(
+        [
+            "pipeline",
+            str(grid / "grid.yaml"),
+            f"encoder_pretrained={bad}",
+            f"decoder_pretrained={grid / 'nope'}",
+            "--dry-run",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"{bad}: not a wav2vec2 encoder folder, missing model.safetensors" in err
+    assert f"{grid / 'nope'}: folder does not exist" in err
