@@ -7,7 +7,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	samu-st prepare mini --out runs/demo/mini-covost
+	samu-st demo --out runs/demo
 
 test: setup
 	$(PY) -m pytest -x -q tests

@@ -421,7 +421,7 @@ def _render_all(
 ) -> list[int]:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         jobs = pool.map(lambda c: render_clip(c, clips_dir, cfg), clips)
-        return list(tqdm(jobs, total=len(clips), desc="Irish clips", disable=not bar))
+        return list(tqdm(jobs, total=len(clips), desc="Irish clips", disable=None if bar else True))
 
 
 def _row(clip: IrishClip) -> dict[str, str]:

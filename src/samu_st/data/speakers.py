@@ -194,7 +194,7 @@ def render_all(
     after the jobs not yet started are cancelled.
     """
     frames = [0] * len(jobs)
-    bar = tqdm(total=len(jobs), desc=desc, unit="clip", disable=not progress)
+    bar = tqdm(total=len(jobs), desc=desc, unit="clip", disable=None if progress else True)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(render, job, trim_db, margin): i for i, job in enumerate(jobs)}
         try:

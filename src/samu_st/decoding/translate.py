@@ -158,7 +158,7 @@ def decode_utterances(
         shuffle=False,
         drop_last=False,
     )
-    bar = tqdm(total=len(utterances), desc=desc, unit="utt", disable=not progress)
+    bar = tqdm(total=len(utterances), desc=desc, unit="utt", disable=None if progress else True)
     try:
         for keys in sampler:
             items = _load(dataset, keys, skip_bad, skipped)
