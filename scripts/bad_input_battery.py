@@ -272,11 +272,6 @@ AUDIO_CASES = [
         "truncated_wav",
         "a WAV cut in half: its header declares twice the data",
         _clip_case(_truncated_wav, "corrupt_audio", "--check-audio", mention="cut.wav"),
-        bug="samu_st.audio.audio_info trusts libsndfile, which clamps the frame count to the "
-        "bytes present, so the cut clip is kept (with the shorter duration) even with "
-        "--check-audio. Fix: flag it from sf.info(path).extra_info, where libsndfile logs "
-        "'data : N (should be M)' for a short data chunk (e.g. AudioInfo.truncated: bool), and "
-        "skip it as corrupt_audio in importers.common.probe_audio.",
     ),
     Case(
         "zero_byte_clip",
@@ -609,10 +604,6 @@ RUN_CASES = [
         "reimport_nothing_kept",
         "re-import into a good OUT when every clip is missing",
         _all_clips_missing,
-        bug="importers.common.write_manifests deletes the earlier manifests of the language and "
-        "rewrites import_report.json before raising 'no utterance could be imported', so a "
-        "failed re-import destroys a good one. Fix: when nothing is kept, raise before touching "
-        "OUT (write the report as import_report.failed.json, or not at all).",
     ),
     Case("hf_disk_not_a_dataset", "prepare hf-disk on a plain folder", _hf_not_a_dataset),
 ]

@@ -7,6 +7,7 @@ All functions work on float32 mono numpy arrays of shape (S,).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import soxr
 from samu_st.errors import AudioError
 
 SAMPLE_RATE = 16_000  # wav2vec2 / XLS-R input rate
+_SHORT_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 Seconds = float
 
 
@@ -49,6 +51,13 @@ def audio_info(path: str | Path) -> AudioInfo:
         raise AudioError(p, f"cannot read audio ({err})") from None
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioError(p, "audio header has no sample rate or channels")
+    # libsndfile clamps the frame count of a cut WAV/AIFF to the bytes present and notes
+    # "data : N (should be M)" in its log: a truncated file, not a shorter clip.
+    short = _SHORT_CHUNK.search(info.extra_info or "")
+    if short is not None and int(short.group(1)) > int(short.group(2)):
+        raise AudioError(
+            p, f"truncated audio file (data chunk {short.group(2)} of {short.group(1)} bytes)"
+        )
     return AudioInfo(info.samplerate, info.channels, info.frames, info.frames / info.samplerate)
 
 

@@ -203,22 +203,28 @@ class CtcSplit:
     texts: list[str]  # normalised transcripts, in dataset order
 
 
-def prepare_split(
-    data: DataConfig,
-    split: str,
-    tokenizer: Wav2Vec2CTCTokenizer | None,
-    normalizer: str,
-    frames_of: Any,
-    *,
-    train: bool,
-) -> tuple[CtcSplit | None, list[str]]:
-    """Load, normalise, encode and filter one split. Without ``tokenizer`` only the
-    normalised texts are returned (to build the vocabulary first)."""
+def load_split(
+    data: DataConfig, normalizer: str, *, train: bool
+) -> tuple[SpeechDataset, list[str]]:
+    """The utterances of ``data`` and their normalised transcripts."""
     dataset = load_dataset(data, train=train)
     normalize = get_normalizer(normalizer)
-    texts = [normalize(u.source_text) for u in dataset.utterances]
-    if tokenizer is None:
-        return None, texts
+    return dataset, [normalize(u.source_text) for u in dataset.utterances]
+
+
+def prepare_split(
+    data: DataConfig,
+    loaded: tuple[SpeechDataset, list[str]],
+    tokenizer: Wav2Vec2CTCTokenizer,
+    frames_of: Any,
+    split: str,
+) -> CtcSplit:
+    """Encode the labels of a loaded split and drop (and count) what CTC cannot learn from.
+
+    ``frames_of``: (B,) samples → (B,) encoder output frames. Training data is judged at its
+    fastest speed perturbation.
+    """
+    dataset, texts = loaded
     labels = encode_labels(texts, tokenizer)
     utts = dataset.utterances
     keep, report = filter_feasible(
@@ -227,7 +233,7 @@ def prepare_split(
         labels,
         frames_of,
         split=split,
-        max_speed=max(dataset.speed_factors) if train else 1.0,
+        max_speed=max(dataset.speed_factors),
     )
     if report.kept < report.total:
         log.warning(
@@ -248,8 +254,9 @@ def prepare_split(
         cache_bytes=data.cache_mb * 2**20,
         seed=data.seed,
     )
-    collator = CtcCollator([labels[i] for i in keep], [texts[i] for i in keep])
-    return CtcSplit(filtered, collator, report, [texts[i] for i in keep]), texts
+    kept_texts = [texts[i] for i in keep]
+    collator = CtcCollator([labels[i] for i in keep], kept_texts)
+    return CtcSplit(filtered, collator, report, kept_texts)
 
 
 def _loader(data: DataConfig, split: CtcSplit) -> DataLoader[Any]:
@@ -332,8 +339,17 @@ def run_train_ctc(cfg: TrainCtcConfig, resume: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if not cfg.data.manifests:
         cfg = replace(cfg, data=replace(cfg.data, manifests=import_sources(cfg)))
-    _, train_texts = prepare_split(cfg.data, "train", None, cfg.normalizer, None, train=True)
-    tokenizer = _vocab(cfg, train_texts, resume)
+    datas = {
+        "train": cfg.data,
+        "dev": _eval_config(cfg, cfg.dev, "dev"),
+        "test": _eval_config(cfg, cfg.test, "test"),
+    }
+    loaded = {
+        name: load_split(data, cfg.normalizer, train=name == "train")
+        for name, data in datas.items()
+        if data is not None
+    }
+    tokenizer = _vocab(cfg, loaded["train"][1], resume)
     model = build_ctc_model(
         cfg.encoder, tokenizer.vocab_size, int(tokenizer.pad_token_id), cfg.final_dropout
     )
@@ -344,16 +360,10 @@ def run_train_ctc(cfg: TrainCtcConfig, resume: bool = False) -> Path:
         return output_frames(samples, kernel, stride)
 
     splits: dict[str, tuple[DataConfig, CtcSplit]] = {}
-    for name, data in (
-        ("train", cfg.data),
-        ("dev", _eval_config(cfg, cfg.dev, "dev")),
-        ("test", _eval_config(cfg, cfg.test, "test")),
-    ):
-        if data is not None:
-            split, _ = prepare_split(data, name, tokenizer, cfg.normalizer, frames_of,
-                                     train=name == "train")  # fmt: skip
-            assert split is not None
-            splits[name] = (data, split)
+    for name, pair in loaded.items():
+        data = datas[name]
+        assert data is not None
+        splits[name] = (data, prepare_split(data, pair, tokenizer, frames_of, name))
     reports = {name: s.report.to_dict() for name, (_, s) in splits.items()}
     (out / "label_filter.json").write_text(json.dumps(reports, indent=2, ensure_ascii=False))
     train_data, train_split = splits["train"]

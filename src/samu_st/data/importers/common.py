@@ -118,8 +118,8 @@ class ImportReport:
         data["total_hours"] = round(sum(h for v in self.hours.values() for h in v.values()), 6)
         return data
 
-    def write(self, out_dir: str | Path) -> Path:
-        path = Path(out_dir) / REPORT_NAME
+    def write(self, out_dir: str | Path, name: str = REPORT_NAME) -> Path:
+        path = Path(out_dir) / name
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n", "utf-8")
@@ -348,13 +348,19 @@ def write_manifests(
     """``OUT/<split>/<lang>.jsonl`` per split and language (input order), then the report.
 
     Manifests of an earlier import into the same folder for ``languages`` that this import
-    leaves empty are removed, so the folder always matches its report. Raises
-    :class:`DataError` (after writing the report) when nothing at all was kept.
+    leaves empty are removed, so the folder always matches its report. When nothing at all
+    was kept, nothing in ``out_dir`` is touched: the report goes to
+    ``import_report.failed.json`` and :class:`DataError` is raised.
     """
     out = Path(out_dir)
     groups: dict[tuple[str, str], list[Utterance]] = defaultdict(list)
     for utt in utterances:
         groups[(utt.split, utt.language)].append(utt)
+    if not groups:
+        report_path = report.write(out, name="import_report.failed.json")
+        reasons = Counter(report.skipped) + Counter(report.excluded)
+        why = ", ".join(f"{k} {n}" for k, n in reasons.most_common()) or "no rows"
+        raise DataError(report_path, f"no utterance could be imported ({why})")
     for lang in languages:
         for split in ("train", "dev", "test"):
             stale = out / split / f"{lang}.jsonl"
@@ -366,8 +372,4 @@ def write_manifests(
         report.manifests.append(str(path))
         for utt in utts:
             report.add_kept(utt)
-    report_path = report.write(out)
-    if not groups:
-        reasons = Counter(report.skipped) + Counter(report.excluded)
-        why = ", ".join(f"{k} {n}" for k, n in reasons.most_common()) or "no rows"
-        raise DataError(report_path, f"no utterance could be imported ({why})")
+    report.write(out)
