@@ -244,21 +244,10 @@ def same_tensors(a: Path, b: Path) -> int:
     return len(files)
 
 
-CTC_NOT_SEEDED = pytest.mark.xfail(
-    strict=True,
-    reason="BUG samu_st.steps.train_ctc.run_train_ctc builds the model (build_ctc_model) without "
-    "seed_model_init(cfg.train) first, unlike the other steps: the frozen, randomly initialised "
-    "parts (the conv front end of a preset encoder) are not in checkpoints and depend on what "
-    "drew random numbers before in the process, so a resume (or a second run in the same "
-    "process, e.g. the pipeline) rebuilds them differently. Fix: call "
-    "samu_st.steps.speech_data.seed_model_init(cfg.train) before build_ctc_model.",
-)
-
-
 @needs_espeak
 @pytest.mark.parametrize(
     "command",
-    [c if c != "train-ctc" else pytest.param(c, marks=CTC_NOT_SEEDED) for c in STEP_COMMANDS],
+    STEP_COMMANDS,
 )
 def test_step_sigkill_then_resume(command: str, killed: KilledRuns, tmp_path: Path) -> None:
     from samu_st.cli import main

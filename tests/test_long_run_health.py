@@ -166,14 +166,6 @@ def test_dead_worker_is_reported_not_hung_on(how: str, tmp_path: Path) -> None:
     assert result.resumed_from is not None and result.resumed_from >= 4 and result.step == 30
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG samu_st.training.task.BatchStream.next: torch re-raises a worker's exception as "
-    "exc_type(message), which DataError(path, reason, line) cannot be built from, so a bad clip "
-    "met in a worker becomes a RuntimeError (a traceback in the CLI, not 'samu-st: error: "
-    "FILE: reason'). Fix: around next(self._it), catch the re-raised exception and, when its "
-    "text ends in a 'samu_st.errors.<Name>: <message>' line, raise SamuError(<message>) from it.",
-)
 def test_bad_clip_in_a_worker_is_a_clean_error(tmp_path: Path) -> None:
     with deadline(60), pytest.raises(SamuError, match=r"^/data/clips/bad\.wav: audio contains NaN"):
         _train(FailingDataset("raise"), tmp_path)

@@ -45,6 +45,7 @@ from samu_st.metrics import cer, wer
 from samu_st.models.ctc import build_ctc_model, ctc_encoder, save_ctc_model
 from samu_st.models.encoder import EncoderConfig
 from samu_st.steps.data import DataConfig, build_sampler, load_dataset
+from samu_st.steps.speech_data import seed_model_init
 from samu_st.steps.tasks_ctc import (
     CtcCollator,
     CtcTask,
@@ -350,6 +351,9 @@ def run_train_ctc(cfg: TrainCtcConfig, resume: bool = False) -> Path:
         if data is not None
     }
     tokenizer = _vocab(cfg, loaded["train"][1], resume)
+    # Frozen random parts (a preset's conv front end) are not in checkpoints: seed first so a
+    # resumed run (or a second step in the same process, as in the pipeline) rebuilds them.
+    seed_model_init(cfg.train)
     model = build_ctc_model(
         cfg.encoder, tokenizer.vocab_size, int(tokenizer.pad_token_id), cfg.final_dropout
     )

@@ -9,6 +9,7 @@ dataset, collate function and sampler are built by the caller.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -205,9 +206,22 @@ class BatchStream:
                     break
                 self.epoch, self.position = self.epoch + 1, 0
                 continue
+            except SamuError:
+                raise
+            except Exception as err:  # a worker's error, re-raised by torch as plain text
+                raise _worker_error(err) from err
             self.position += 1
             return batch
         raise SamuError(f"the batch sampler yielded no batch in epoch {self.epoch} (empty data?)")
 
     def close(self) -> None:
         self._it = None
+
+
+_WORKER_ERROR = re.compile(r"^samu_st\.errors\.\w+: (.+)$", re.MULTILINE)
+
+
+def _worker_error(err: Exception) -> Exception:
+    """A data loader worker's SamuError comes back as text; turn it into a SamuError again."""
+    found = _WORKER_ERROR.findall(str(err))
+    return SamuError(found[-1]) if found else err
