@@ -4,10 +4,10 @@ PY ?= python3
 .PHONY: setup demo test lint
 
 setup:
-	bash scripts/setup.sh
+	PYTHON=$(PY) bash scripts/setup.sh
 
 demo: setup
-	samu-st demo --out runs/demo
+	$(PY) -m samu_st demo --out runs/demo
 
 test: setup
 	$(PY) -m pytest -x -q tests
