@@ -302,14 +302,6 @@ TAMPERED = [
         "model.safetensors",
         "encoder_attn.k_proj.weight",
         id="translator",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG samu_st.models.translator.load_translator keeps only the first line of "
-            "load_model's RuntimeError ('Error(s) in loading state_dict for "
-            "SpeechEncoderDecoderModel:'), which names no tensor. Fix: check keys and shapes "
-            "first with loading.check_state_dict (safe_open the file: names + get_slice shapes) "
-            "or report the first 'size mismatch for KEY' line of the error.",
-        ),
     ),
     pytest.param(
         "teacher",

@@ -387,7 +387,9 @@ def load_translator(folder: str | Path, device: str | torch.device = "cpu") -> L
     try:
         load_model(model, str(path / WEIGHTS_FILE), strict=True)
     except RuntimeError as err:
-        raise ModelLoadError(f"{path / WEIGHTS_FILE}: {str(err).splitlines()[0]}") from None
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else "cannot load weights"
+        raise ModelLoadError(f"{path / WEIGHTS_FILE}: {detail}") from None
     generation = path / "generation_config.json"
     if generation.is_file():
         model.generation_config = GenerationConfig.from_pretrained(str(path))
