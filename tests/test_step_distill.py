@@ -25,7 +25,13 @@ from samu_st.models.encoder import EncoderConfig, build_wav2vec2
 from samu_st.models.samu import SamuModel
 from samu_st.models.teacher import TextTeacher
 from samu_st.steps.data import DataConfig
-from samu_st.steps.distill import DistillConfig, TeacherConfig, run_distill
+from samu_st.steps.distill import (
+    DistillConfig,
+    TeacherConfig,
+    TeacherTable,
+    center_tables,
+    run_distill,
+)
 from samu_st.steps.tasks_distill import DistillModel, DistillTask, recall_at_1
 from samu_st.training import TrainConfig
 from samu_st.training.config import OptimConfig, ScheduleConfig
@@ -97,6 +103,16 @@ def test_recall_at_1_over_distinct_texts() -> None:
     g = torch.Generator().manual_seed(0)
     s, t = torch.randn(20, 8, generator=g), torch.randn(20, 8, generator=g)
     assert recall_at_1(s + t, t, torch.arange(20)) == retrieval_recall_at_1(s + t, t)
+
+
+def test_centering_removes_the_training_mean_from_every_table() -> None:
+    train = TeacherTable(torch.tensor([[1.0, 2.0], [3.0, 2.0]]), torch.tensor([0, 0, 1, 0]), [])
+    dev = TeacherTable(torch.tensor([[0.0, 0.0]]), torch.tensor([0]), [])
+    centered = center_tables([train, dev])
+    mean = torch.tensor([1.5, 2.0])  # utterance-weighted: text 0 is said 3 times, text 1 once
+    assert torch.allclose(centered[0].embeddings[centered[0].rows].mean(0), torch.zeros(2))
+    assert torch.allclose(centered[1].embeddings, -mean[None])
+    assert torch.equal(centered[1].rows, dev.rows)
 
 
 def test_teacher_runs_once_per_distinct_text_never_in_the_loop(
