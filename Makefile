@@ -10,7 +10,7 @@ demo: setup
 	$(PY) -m samu_st demo --out runs/demo
 
 test: setup
-	$(PY) -m pytest -x -q tests
+	$(PY) -m pytest -x tests
 
 lint:
 	ruff check src tests benchmarks
