@@ -78,3 +78,13 @@ def test_load_step_config_picks_its_section(tmp_path: Path) -> None:
     path.write_text("distill:\n  name: d\n  bogus: 1\n")
     with pytest.raises(ConfigError, match=r"all\.yaml:distill: unknown key"):
         load_step_config(Outer, path, "distill")
+
+
+def test_float_fields_accept_exponent_strings_that_yaml_reads_as_text(tmp_path: Path) -> None:
+    """PyYAML (YAML 1.1) reads ``2e-3`` as a string; a float field takes it, text does not."""
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ninner: {lr: 2e-3}\n")
+    assert load_config(Outer, path).inner.lr == 0.002
+    assert load_config(Outer, path, ["inner.lr=5E-4"]).inner.lr == 0.0005
+    with pytest.raises(ConfigError, match=r"inner\.lr: expected a number"):
+        from_dict(Outer, {"name": "x", "inner": {"lr": "fast"}})

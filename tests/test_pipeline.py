@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from samu_st.cli import main
@@ -57,7 +59,29 @@ def tiny_steps() -> dict:
             "train": {"max_steps": 2, **QUIET},
             "val_bleu_utterances": 0,
         },
+        # cascade (ASR → MT), paper Table 4: the CTC model and the text MT it feeds
+        "train_ctc": {
+            "out_dir": "X",
+            "data": data,
+            "encoder": {"size": "tiny", **TINY},
+            "train": {"max_steps": 2, **QUIET},
+        },
+        "train_mt": {
+            "out_dir": "X",
+            "data": {"manifests": ["X"]},
+            "objective": "translate",
+            "train": {"max_steps": 2, **QUIET},
+        },
     }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread: two contend badly on a busy 2-core machine (cascade helper's change)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +111,8 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "path": str(root / "corpus"),
             "mini_config": str(root / "mini.yaml"),
         },
-        "systems": ["xlsr-A", "samu-xlsr-A", "zs-samu-xlsr-A"],
-        "tables": ["table6", "table7"],
+        "systems": ["xlsr-A", "samu-xlsr-A", "cascade", "zs-samu-xlsr-A"],
+        "tables": ["table4", "table6", "table7"],
         "beam": 2,
     }
     (root / "grid.yaml").write_text(yaml.safe_dump({"pipeline": pipeline}))
@@ -98,10 +122,12 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_stage_plan_and_only(grid: Path) -> None:
     cfg = load_pipeline_config(grid / "grid.yaml")
     names = [s.name for s in build_stages(cfg)]
-    assert names[:4] == ["corpus", "pretrain", "distill", "pretrain_text"]
+    assert names[:6] == ["corpus", "pretrain", "distill", "ctc", "pretrain_text", "mt"]
     assert "st:zs-samu-xlsr-A" in names and names[-1] == "report"
     only = [s.name for s in select(build_stages(cfg), ["xlsr-A"])]
     assert only == ["corpus", "pretrain", "pretrain_text", "st:xlsr-A", "eval:xlsr-A"]
+    cascade = [s.name for s in select(build_stages(cfg), ["cascade"])]
+    assert cascade == ["corpus", "pretrain", "ctc", "pretrain_text", "mt", "eval:cascade"]
 
 
 def test_pipeline_runs_then_reuses_finished_stages(
@@ -109,15 +135,23 @@ def test_pipeline_runs_then_reuses_finished_stages(
 ) -> None:
     assert main(["pipeline", str(grid / "grid.yaml")]) == 0
     report = json.loads((grid / "out" / "report" / "report.json").read_text())
-    assert [m["model"] for m in report["models"]] == ["xlsr-A", "samu-xlsr-A", "zs-samu-xlsr-A"]
+    models = ["xlsr-A", "samu-xlsr-A", "cascade", "zs-samu-xlsr-A"]
+    assert [m["model"] for m in report["models"]] == models
     for model in report["models"]:
         assert set(model["bleu"]) == {"per_language", "high", "mid", "low", "trfgap"}
         assert model["bleu"]["mid"] is None  # no mid-resource language in this corpus
+        assert model["n_utterances"] == {"fr": 2, "de": 2}
     assert (grid / "out" / "report" / "table7" / "report.md").is_file()
+    table4 = json.loads((grid / "out" / "report" / "table4" / "report.json").read_text())
+    assert [m["model"] for m in table4["models"]] == ["cascade", "samu-xlsr-A"]
+    assert "| cascade |" in (grid / "out" / "report" / "table4" / "report.md").read_text()
+    # the cascade's ASR half is scored too (WER per language)
+    asr = json.loads((grid / "out" / "eval" / "cascade" / "asr" / "results.json").read_text())
+    assert set(asr["wer"]["per_language"]) == {"fr", "de"}
     capsys.readouterr()
     assert main(["pipeline", str(grid / "grid.yaml")]) == 0
     out = capsys.readouterr().out
-    assert out.count("done earlier") == 11, out
+    assert out.count("done earlier") == 14, out
 
 
 def test_dry_run_names_what_is_missing(grid: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -309,14 +309,6 @@ TAMPERED = [
         "model.safetensors",
         "layer.0.attention.self.key.weight",
         id="teacher",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG samu_st.models.teacher.TextTeacher.from_folder: transformers raises 'You "
-            "set `ignore_mismatched_sizes` to `False` ... look at the above report', so the "
-            "message names no tensor. Fix: load with ignore_mismatched_sizes=True and "
-            "output_loading_info=True and call loading.check_loading_info(info, folder), as "
-            "load_wav2vec2_model does.",
-        ),
     ),
 ]
 

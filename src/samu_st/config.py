@@ -7,6 +7,7 @@ config never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,9 @@ import yaml
 from samu_st.errors import ConfigError
 
 T = TypeVar("T")
+
+
+_FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _type_name(tp: Any) -> str:
@@ -68,6 +72,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         kt, vt = args if args else (Any, Any)
         return {_convert(k, kt, where): _convert(v, vt, f"{where}.{k}") for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value.strip()):
+            return float(value)  # PyYAML (YAML 1.1) reads "2e-3" as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -17,7 +17,7 @@ import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -25,7 +25,12 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from samu_st.errors import ModelLoadError
-from samu_st.models.loading import hf_load_errors, require_pretrained_folder
+from samu_st.models.loading import (
+    check_loading_info,
+    hf_load_errors,
+    quiet_transformers,
+    require_pretrained_folder,
+)
 
 Pooling = Literal["cls", "pooler", "mean"]
 POOLINGS: tuple[Pooling, ...] = ("cls", "pooler", "mean")
@@ -110,15 +115,26 @@ class TextTeacher:
     ) -> TextTeacher:
         """Load a local folder (LaBSE format: ``BertModel`` weights + tokenizer files).
 
-        Raises :class:`ModelLoadError` when the folder is missing or when any weight the chosen
-        pooling uses is absent from the checkpoint (it would otherwise be random).
+        Raises :class:`ModelLoadError` when the folder is missing, when a tensor of the
+        checkpoint has the wrong shape (naming it and both shapes), or when any weight the
+        chosen pooling uses is absent from the checkpoint (it would otherwise be random).
         """
         folder = require_pretrained_folder(path, "text teacher")
         with hf_load_errors(folder, "text teacher"):
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            model, info = AutoModel.from_pretrained(
-                folder, local_files_only=True, trust_remote_code=False, output_loading_info=True
+        # ignore_mismatched_sizes: transformers then reports a wrong shape in `info` instead of
+        # raising an error that names no tensor; check_loading_info turns it into one that does.
+        with hf_load_errors(folder, "text teacher"), quiet_transformers():
+            loaded: Any = AutoModel.from_pretrained(
+                folder,
+                local_files_only=True,
+                trust_remote_code=False,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,
             )
+        model, info = loaded
+        # Missing weights are judged below, by what the pooling needs.
+        check_loading_info(info, folder, allow_missing=lambda key: True)
         missing = sorted(info["missing_keys"])
         if pooling != "pooler":
             missing = [k for k in missing if not k.startswith("pooler.")]
