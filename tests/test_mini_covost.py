@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from samu_st.data.speakers import (
 )
 from samu_st.errors import ConfigError, SamuError
 from samu_st.languages import BY_CODE, GROUPS, LANGUAGES
+from samu_st.resources import resource_path
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 
@@ -184,6 +186,10 @@ def test_train_sizes_follow_covost_resource_groups() -> None:
 
 def test_yaml_config_matches_defaults_and_bad_configs_fail() -> None:
     assert load_config(MiniCovostConfig, CONFIGS / "mini-covost.yaml") == MiniCovostConfig()
+    demo = load_config(MiniCovostConfig, resource_path("mini-covost-demo.yaml"))
+    assert demo == replace(MiniCovostConfig(), languages=demo.languages)
+    assert {BY_CODE[c].group for c in demo.languages} == {"high", "mid", "low"}
+    assert set(GROUPS["high"]) <= set(demo.languages)
     with pytest.raises(ConfigError, match="more than one split"):
         MiniCovostConfig(test_variants=("m1", "f5"))
     with pytest.raises(ConfigError, match="unknown language code"):

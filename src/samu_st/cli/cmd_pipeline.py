@@ -68,8 +68,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = args.config or resource_path("demo.yaml")
     overrides = [f"out_dir={out}", f"corpus.path={out / 'mini-covost'}", *args.overrides]
     cfg = load_pipeline_config(config, overrides)
-    if args.config is None:
-        cfg = replace(cfg, steps=str(resource_path("mini.yaml")))
+    if args.config is None:  # the packaged step sections and demo corpus
+        corpus = cfg.corpus
+        if corpus.kind == "mini" and corpus.mini_config is None:
+            corpus = replace(corpus, mini_config=str(resource_path("mini-covost-demo.yaml")))
+        cfg = replace(cfg, steps=str(resource_path("mini.yaml")), corpus=corpus)
     if not Path(cfg.steps).is_file():
         raise ConfigError(f"{cfg.steps}: steps config not found")
     outputs = execute(build_stages(cfg), Context(cfg, out), lambda s: print(s, flush=True))

@@ -2,7 +2,8 @@
 
 - :func:`generate_batch` — one padded batch through transformers' ``generate()`` (greedy for
   ``num_beams=1``, beam search otherwise), the decoder prefix ``[start, <source-language
-  token>]`` forced, the decoder's position limit respected.
+  token>]`` forced, the decoder's position limit respected; or, with ``engine="samu"``,
+  through :func:`samu_st.decoding.beam.beam_search` (the same hypotheses, less wasted work).
 - :func:`decode_utterances` — any batch decoder (translation or CTC) over a list of
   utterances: duration-bucketed batches in length order (the sampler's ``shuffle=False``
   mode: little padding), a progress bar, hypotheses returned in INPUT order, bad audio either
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import torch
 from tqdm import tqdm
@@ -28,15 +29,17 @@ from samu_st.data.collate import AudioBatch, collate_audio
 from samu_st.data.dataset import SpeechDataset, SpeechItem
 from samu_st.data.manifest import Utterance
 from samu_st.data.sampler import DurationBatchSampler
+from samu_st.decoding.beam import beam_search
 from samu_st.errors import AudioError, ConfigError
 from samu_st.models.encoder import lengths_to_mask
-from samu_st.models.tokenizer import TargetTokenizer, generate_kwargs
+from samu_st.models.tokenizer import TargetTokenizer, generate_kwargs, generation_prefix
 
 log = logging.getLogger(__name__)
 
 Seconds = float
 BatchDecoder = Callable[[AudioBatch], list[str]]
 PREFIX_LENGTH = 2  # [start, <source-language token>], forced before generation
+Engine = Literal["generate", "samu"]
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,18 @@ class DecodeOptions:
     max_new_tokens: int = 200  # tokens generated after the 2-token prefix (capped by the decoder)
     max_duration: Seconds = 120.0  # seconds of padded audio per batch (a longer clip goes alone)
     max_batch_size: int = 32  # utterances per batch; 0 = no limit
+    # generate: transformers' generate(); samu: samu_st.decoding.beam, the same hypotheses
+    # without generate's per-step re-indexing and with finished utterances leaving the batch.
+    engine: Engine = "generate"
+    # Run the model under bf16 autocast (fast on CPUs with AVX512-BF16/AMX and on GPUs); the
+    # scores change slightly, so a few hypotheses may too. Off: exact fp32 decoding.
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         if self.num_beams < 1 or self.max_new_tokens < 1:
             raise ConfigError("num_beams and max_new_tokens must be >= 1")
+        if self.engine not in ("generate", "samu"):
+            raise ConfigError(f"engine must be 'generate' or 'samu', got {self.engine!r}")
         if self.max_duration <= 0 or self.max_batch_size < 0:
             raise ConfigError("max_duration must be > 0 and max_batch_size >= 0")
 
@@ -75,9 +86,10 @@ def generate_batch(
     num_beams: int = 5,
     length_penalty: float = 1.0,
     max_new_tokens: int = 200,
+    engine: Engine = "generate",
 ) -> list[str]:
     """Translations of a right-padded batch ``input_values`` (B, S) with ``lengths`` (B,),
-    spoken in source languages ``langs`` (B codes)."""
+    spoken in source languages ``langs`` (B codes), by ``engine`` (see :class:`DecodeOptions`)."""
     if len(langs) != input_values.shape[0] or lengths.shape != (input_values.shape[0],):
         raise ValueError(
             f"batch of {input_values.shape[0]} waveforms, {len(langs)} languages, "
@@ -85,6 +97,18 @@ def generate_batch(
         )
     device = next(model.parameters()).device
     mask = lengths_to_mask(lengths.to(device), input_values.shape[1]).long()
+    if engine == "samu":
+        rows = beam_search(
+            model,
+            input_values.to(device),
+            mask,
+            generation_prefix(tokenizer, langs).to(device),
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens_for(model, max_new_tokens),
+            length_penalty=length_penalty,
+            eos_id=tokenizer.eos_id,
+        )
+        return tokenizer.batch_decode(rows)
     out = cast(Any, model).generate(
         inputs=input_values.to(device),
         attention_mask=mask,
@@ -184,17 +208,21 @@ def translate_utterances(
     """Translate ``utterances`` (each carries its source language) with beam search."""
     opts = options or DecodeOptions()
 
+    device = next(model.parameters()).device
+
     def decode_batch(batch: AudioBatch) -> list[str]:
-        return generate_batch(
-            model,
-            tokenizer,
-            batch.input_values,
-            batch.lengths,
-            batch.languages,
-            num_beams=opts.num_beams,
-            length_penalty=opts.length_penalty,
-            max_new_tokens=opts.max_new_tokens,
-        )
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.bf16):
+            return generate_batch(
+                model,
+                tokenizer,
+                batch.input_values,
+                batch.lengths,
+                batch.languages,
+                num_beams=opts.num_beams,
+                length_penalty=opts.length_penalty,
+                max_new_tokens=opts.max_new_tokens,
+                engine=opts.engine,
+            )
 
     was_training = model.training
     model.eval()

@@ -1,0 +1,243 @@
+"""Benchmark ``ctc_train``: CTC fine-tuning throughput and peak memory.
+
+Ours: the ``samu-st train-ctc`` machinery (:mod:`samu_st.steps.train_ctc`): normalised
+transcripts, character vocabulary, the label-length filter, ``Wav2Vec2ForCTC`` built by
+:func:`~samu_st.models.ctc.build_ctc_model` (conv front end frozen), :class:`CtcTask` and
+:class:`CtcCollator` in :func:`samu_st.training.train` with duration-bucketed batches (40 s,
+configs/mini.yaml ``train_ctc``) and bf16 autocast.
+
+Reference: the XLSR notebook's recipe: the same ``Wav2Vec2ForCTC`` architecture and encoder
+settings, ``freeze_feature_encoder()``, a ``DataCollatorCTCWithPadding``-like collator, and
+``Trainer`` with ``group_by_length``, fp32, the batch size giving the same mean audio per batch,
+on a ``datasets.Dataset`` of feature-extractor outputs (preprocessing not timed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
+
+from benchmarks.common import PeakMemory, Record, fresh_accelerate_state, ratio
+from benchmarks.corpus import Context, Sizes, read_split
+from benchmarks.loops import StepTimer, TimedTask, reference_arguments, timed_window
+from benchmarks.padding import matched_batch_size
+from benchmarks.side import run_side
+from benchmarks.st_train import counts, feature_extractor
+from samu_st.audio import SAMPLE_RATE, load_audio
+from samu_st.losses import IGNORE_INDEX
+from samu_st.models.ctc import build_ctc_model
+from samu_st.models.encoder import EncoderConfig, wav2vec2_config
+from samu_st.steps.data import DataConfig, build_sampler
+from samu_st.steps.tasks_ctc import CtcTask, encode_labels, output_frames
+from samu_st.steps.train_ctc import CtcSplit, load_split, load_tokenizer, prepare_split
+from samu_st.text import build_char_vocab, save_vocab
+from samu_st.training import TrainConfig, train
+from samu_st.training.config import OptimConfig
+
+LR = 1e-3  # both sides' peak LR (configs/mini.yaml train_ctc)
+NORMALIZER = "generic"
+
+
+def encoder_config(sz: Sizes) -> EncoderConfig:
+    """configs/mini.yaml's train_ctc encoder settings (the notebook's, masking made milder)."""
+    return EncoderConfig(
+        size=sz.encoder,  # type: ignore[arg-type]
+        mode="full",
+        train_feature_encoder=False,
+        mask_time_prob=0.05,
+        mask_time_length=2 if sz.encoder == "tiny" else 5,
+        layerdrop=0.0,
+        attention_dropout=0.1,
+        hidden_dropout=0.1,
+        feat_proj_dropout=0.0,
+    )
+
+
+def ctc_data(
+    corpus: str, sz: Sizes, out_dir: str
+) -> tuple[DataConfig, Wav2Vec2CTCTokenizer, CtcSplit]:
+    """The train split as ``train-ctc`` prepares it: vocabulary, labels, length filter."""
+    data = DataConfig(manifests=(corpus,), max_duration=sz.ctc_max_duration)
+    loaded = load_split(data, NORMALIZER, train=True)
+    vocab = Path(out_dir) / "vocab.json"
+    vocab.parent.mkdir(parents=True, exist_ok=True)
+    save_vocab(build_char_vocab(loaded[1]), vocab)
+    tokenizer = load_tokenizer(vocab)
+    conv = wav2vec2_config(encoder_config(sz))
+    kernel, stride = conv.conv_kernel, conv.conv_stride
+
+    def frames_of(samples: torch.Tensor) -> torch.Tensor:
+        return output_frames(samples, kernel, stride)
+
+    split = prepare_split(data, loaded, tokenizer, frames_of, "train")
+    return data, tokenizer, split
+
+
+def _loop_config(steps: int) -> TrainConfig:
+    return TrainConfig(
+        max_steps=steps,
+        mixed_precision="bf16",
+        cpu_bf16=True,
+        log_every=steps,
+        save_every=steps,
+        keep_last=1,
+        tensorboard=False,
+        progress_bar=False,
+        optim=OptimConfig(lr=LR, clip_norm=5.0),
+    )
+
+
+def ours(corpus: str, sizes: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """One side: samu-st's CTC training (runs in its own process)."""
+    fresh_accelerate_state()
+    sz = Sizes(**sizes)
+    data, tokenizer, split = ctc_data(corpus, sz, f"{out_dir}-data")
+    sampler = build_sampler(data, split.dataset)
+    torch.manual_seed(1)
+    model = build_ctc_model(encoder_config(sz), tokenizer.vocab_size, int(tokenizer.pad_token_id))
+    task = TimedTask(CtcTask(tokenizer, model.config.conv_kernel, model.config.conv_stride))
+    with PeakMemory() as mem:
+        train(
+            task, model, split.dataset, split.collator, sampler, _loop_config(sz.ctc_steps), out_dir
+        )
+    return {
+        **timed_window(task.per_update(), sz.warmup + 1, sz.ctc_steps - 1),
+        **mem.summary(),
+        **counts(model),
+        "utterances": len(split.dataset),
+        "mean_padding": round(sum(task.padding) / len(task.padding), 4),
+        "precision": "bf16 autocast" if mem.cuda_peak is None else "bf16 (GPU mixed precision)",
+    }
+
+
+class CtcPaddingCollator:
+    """The notebook's ``DataCollatorCTCWithPadding``: feature-extractor padding of the audio,
+    labels padded with -100; records each batch's audio seconds and padding."""
+
+    def __init__(self) -> None:
+        self.extractor = feature_extractor()
+        self.audio: list[float] = []
+        self.padding: list[float] = []
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = self.extractor.pad(
+            [{"input_values": f["input_values"]} for f in features],
+            padding=True,
+            return_tensors="pt",
+        )
+        width = max(len(f["labels"]) for f in features)
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        for i, f in enumerate(features):
+            labels[i, : len(f["labels"])] = torch.tensor(f["labels"], dtype=torch.long)
+        batch["labels"] = labels
+        samples = sum(len(f["input_values"]) for f in features)
+        self.audio.append(samples / SAMPLE_RATE)
+        self.padding.append(1.0 - samples / batch["input_values"].numel())
+        return dict(batch)
+
+
+def reference(corpus: str, sizes: dict[str, Any], out_dir: str, batch_size: int) -> dict[str, Any]:
+    """One side: the notebook's ``Trainer`` recipe on ``Wav2Vec2ForCTC``."""
+    import datasets
+    from transformers import Trainer
+
+    fresh_accelerate_state()
+    sz = Sizes(**sizes)
+    _, tokenizer, split = ctc_data(corpus, sz, f"{out_dir}-data")
+    extractor = feature_extractor()
+    columns: dict[str, list[Any]] = {"input_values": [], "labels": [], "length": []}
+    for utt, ids in zip(
+        split.dataset.utterances, encode_labels(split.texts, tokenizer), strict=True
+    ):
+        values = extractor(load_audio(utt.audio), sampling_rate=SAMPLE_RATE).input_values[0]
+        columns["input_values"].append(values)
+        columns["labels"].append(ids)
+        columns["length"].append(len(values))
+    dataset = datasets.Dataset.from_dict(columns)
+    config = wav2vec2_config(
+        encoder_config(sz),
+        vocab_size=tokenizer.vocab_size,
+        pad_token_id=tokenizer.pad_token_id,
+        ctc_loss_reduction="mean",
+    )
+    torch.manual_seed(1)
+    model = Wav2Vec2ForCTC(config)
+    model.freeze_feature_encoder()
+    collator = CtcPaddingCollator()
+    timer = StepTimer()
+    args = reference_arguments(out_dir, batch_size, sz.ctc_steps, LR, seq2seq=False)
+    trainer = Trainer(
+        model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[timer]
+    )
+    with PeakMemory() as mem, contextlib.redirect_stdout(sys.stderr):
+        trainer.train()  # it prints a metrics dict: keep stdout for the JSON lines
+    return {
+        **timed_window(timer.per_update(collator.audio), sz.warmup + 1, sz.ctc_steps - 1),
+        **mem.summary(),
+        **counts(model),
+        "utterances": len(dataset),
+        "mean_padding": round(sum(collator.padding) / len(collator.padding), 4),
+        "precision": "fp32",
+        "attention": str(model.config._attn_implementation),
+    }
+
+
+def run(ctx: Context) -> Record:
+    sz = ctx.sizes
+    rec = Record("ctc_train", ctx.quick)
+    corpus = ctx.corpus()
+    durations = [u.duration for u in read_split(corpus, "train")]
+    batch_size = matched_batch_size(durations, sz.ctc_max_duration)
+    runs = ctx.work / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    common = {"corpus": str(corpus), "sizes": vars(sz)}
+    with tempfile.TemporaryDirectory(dir=runs) as tmp:
+        mine = run_side("ctc_train:ours", {**common, "out_dir": f"{tmp}/ours"}, ctx.isolate)
+        theirs = run_side(
+            "ctc_train:reference",
+            {**common, "out_dir": f"{tmp}/reference", "batch_size": batch_size},
+            ctx.isolate,
+        )
+    memory = "cuda_max_allocated_mb" if mine.get("cuda_max_allocated_mb") else "peak_rss_mb"
+    rec.setup = {
+        "data": "mini-CoVoST train split (source transcripts, generic normaliser)",
+        "encoder": f"{sz.encoder} preset, conv front end frozen",
+        "updates_per_side": sz.ctc_steps,
+        "warmup_updates_not_timed": sz.warmup,
+        "ours_max_duration_seconds": sz.ctc_max_duration,
+        "reference_batch_size": batch_size,
+        "peak_lr": LR,
+        "sides_in_own_process": ctx.isolate,
+    }
+    rec.ours = {
+        "method": "samu_st.training.train + CtcTask/CtcCollator (train-ctc), "
+        "DurationBatchSampler, bf16 autocast",
+        **mine,
+    }
+    rec.reference = {
+        "method": "Trainer(group_by_length) on Wav2Vec2ForCTC, freeze_feature_encoder, fp32",
+        "available": True,
+        **theirs,
+    }
+    rec.ratios = {
+        "throughput": ratio(mine["audio_sec_per_sec"], theirs["audio_sec_per_sec"], True),
+        "peak_memory": ratio(mine[memory], theirs[memory], False),
+    }
+    rec.headline = "throughput"
+    rec.notes = [
+        "throughput = audio seconds per wall second over the same updates of both sides",
+        "both sides train the same utterances (train-ctc's label-length filter applied)",
+        "the reference stays fp32 as HF users run it on CPU (the notebook's fp16 needs a GPU); "
+        "ours uses bf16 autocast (train.cpu_bf16)",
+        "the notebook also sets gradient_checkpointing=True and gradient_accumulation_steps=2; "
+        "both are off here so as not to slow the reference down (one batch per update)",
+        f"peak memory = {memory} during training; the reference holds the preprocessed "
+        "train split in memory (a datasets.Dataset), ours decodes clips on the fly",
+    ]
+    return rec

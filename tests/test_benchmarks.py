@@ -1,0 +1,132 @@
+"""``python -m benchmarks --quick``: one well-formed JSON object per benchmark, real numbers."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from benchmarks import BENCHMARKS
+from benchmarks.common import ratio
+from benchmarks.loops import StepTimer, TimedTask, timed_window
+from benchmarks.padding import hf_batches, matched_batch_size, ours_batches
+
+ROOT = Path(__file__).resolve().parents[1]
+MACHINE_KEYS = {"cores", "cpu_model", "torch", "transformers", "device", "torch_threads"}
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    work = tmp_path_factory.mktemp("bench")
+    out = work / "results.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--work", str(work), "--out", str(out),
+         "--threads", "1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines == out.read_text().splitlines()  # stdout holds the JSON lines and nothing else
+    return [json.loads(line) for line in lines]
+
+
+def _finite_positive(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x) and x > 0
+
+
+def test_one_record_per_benchmark_with_the_schema(records: list[dict[str, Any]]) -> None:
+    assert [r["benchmark"] for r in records] == list(BENCHMARKS)
+    for r in records:
+        assert "error" not in r, r.get("error")
+        assert r["quick"] is True
+        datetime.datetime.fromisoformat(r["date"])
+        assert set(r["machine"]) >= MACHINE_KEYS
+        assert r["machine"]["torch_threads"] == 1
+        for key in ("loadavg_start", "loadavg_end"):
+            assert len(r["machine"][key]) == 3 and all(x >= 0 for x in r["machine"][key])
+        assert r["ours"]["method"] and r["reference"]["method"]
+        assert r["headline"] in r["ratios"] and r["ratio"] == r["ratios"][r["headline"]]
+        assert isinstance(r["notes"], list) and r["wall_seconds"] >= 0
+
+
+def test_every_ratio_is_finite_and_positive(records: list[dict[str, Any]]) -> None:
+    for r in records:
+        if r["reference"]["available"]:
+            bad = {k: v for k, v in r["ratios"].items() if not _finite_positive(v)}
+            assert not bad, (r["benchmark"], bad)
+        else:  # never faked: an unavailable reference has no ratio, and says why
+            assert all(v is None for v in r["ratios"].values()) and r["reference"]["reason"]
+
+
+def test_training_sides_time_the_same_updates(records: list[dict[str, Any]]) -> None:
+    for name in ("st_train", "ctc_train"):
+        r = next(x for x in records if x["benchmark"] == name)
+        for side in (r["ours"], r["reference"]):
+            assert side["updates_timed"] >= 1 and side["audio_seconds_timed"] > 0
+            assert side["peak_rss_mb"] > 100  # torch alone is more than that
+        assert r["ours"]["first_timed_update"] == r["reference"]["first_timed_update"]
+        assert r["ours"]["updates_timed"] == r["reference"]["updates_timed"]
+        assert r["ours"]["trainable_parameters"] <= r["reference"]["trainable_parameters"]
+
+
+def test_beam_search_fp32_is_exact(records: list[dict[str, Any]]) -> None:
+    r = next(x for x in records if x["benchmark"] == "beam_search")
+    exact = r["ours"]["fp32_exact"]
+    assert exact["same_hypotheses_as_reference"] == 1.0
+    assert exact["bleu"] == r["reference"]["bleu"]
+    assert abs(r["target"]["bleu_difference"]) <= 100
+
+
+def test_padding_and_data_loading_figures(records: list[dict[str, Any]]) -> None:
+    pad = next(x for x in records if x["benchmark"] == "padding")
+    assert 0 <= pad["ours"]["padding"] < pad["reference"]["padding"] < 1
+    load = next(x for x in records if x["benchmark"] == "data_loading")
+    assert load["ours"]["clips"] == load["setup"]["clips"] > 0
+    assert load["ours"]["clips_per_sec"] > 1
+
+
+def test_ratio_orientation() -> None:
+    assert ratio(10.0, 5.0, higher_is_better=True) == 2.0  # throughput
+    assert ratio(1.0, 3.0, higher_is_better=False) == 3.0  # time, memory, padding
+    assert ratio(0.0, 3.0, higher_is_better=False) is None
+    assert ratio(None, 3.0, higher_is_better=True) is None
+
+
+def test_both_timers_number_updates_alike() -> None:
+    """Marks before updates 1..N (ours) and after updates 1..N (Trainer) give the same
+    update numbers, so a window compares the same updates."""
+
+    class Inner:
+        def batch_seconds(self, batch: Any) -> float:
+            return float(batch)
+
+    task = TimedTask(Inner())  # type: ignore[arg-type]
+    timer = StepTimer()
+    for k in range(5):
+        task.on_step(k)
+        task.batch_seconds(k + 1)
+        timer.ends.append(float(k + 1))
+    task.marks = [float(k) for k in range(5)]
+    ours, theirs = task.per_update(), timer.per_update([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert set(ours) == {1, 2, 3, 4} and set(theirs) == {2, 3, 4, 5}
+    assert ours[3] == theirs[3] == (1.0, 3.0)
+    window = timed_window(ours, 2, 4)
+    assert window["updates_timed"] == 3 and window["audio_seconds_timed"] == 9.0
+    assert window["audio_sec_per_sec"] == 3.0  # 9 s of audio in 3 one-second updates
+
+
+def test_matched_batch_size_and_samplers() -> None:
+    durations = [0.5 + 0.01 * (i % 100) for i in range(400)]
+    size = matched_batch_size(durations, 20.0)
+    ours = ours_batches(durations, 20.0, 0)
+    assert abs(size * len(ours) - len(durations)) <= size  # same audio per batch on average
+    grouped = hf_batches(durations, size, 0, grouped=True)
+    assert sorted(i for b in grouped for i in b) == list(range(len(durations)))
+    assert all(max(durations[i] for i in b) * len(b) <= 20.0 for b in ours)
