@@ -168,7 +168,7 @@ def make_stage_eval(system: System) -> Callable[[Context], Path]:
             split=cfg.eval_split,
             name=system.name,
             max_utterances=cfg.max_eval_utterances or None,
-            decode=DecodeOptions(num_beams=cfg.beam),
+            decode=DecodeOptions(num_beams=cfg.beam, engine=cfg.engine),
         )
         if system.kind == "cascade":
             from samu_st.cascade import evaluate_cascade
