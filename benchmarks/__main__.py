@@ -41,6 +41,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument(
+        "--table",
+        type=Path,
+        metavar="FILE.jsonl",
+        help="print the markdown results table of earlier runs' JSON lines and exit",
+    )
+    p.add_argument(
         "--isolate",
         choices=("auto", "yes", "no"),
         default="auto",
@@ -59,6 +65,11 @@ def _failed(name: str, quick: bool, err: BaseException) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.table is not None:
+        from benchmarks.table import table
+
+        print(table(args.table))
+        return 0
     import torch
 
     from benchmarks.corpus import Context

@@ -1,5 +1,6 @@
 """Test factories: Common Voice, CoVoST-2 and ``save_to_disk`` folders with the real file names and
-columns, and short mp3 clips written by soundfile (48 kHz mono, like Common Voice).
+columns, and short mp3 clips written by soundfile (48 kHz mono, like Common Voice); the tiny
+mini-CoVoST corpora, quiet training configs and random tiny translators of the step tests.
 
 TSVs are written the way Common Voice writes them: tab-joined, UTF-8, no quoting.
 """
@@ -7,13 +8,28 @@ TSVs are written the way Common Voice writes them: tab-joined, UTF-8, no quoting
 from __future__ import annotations
 
 import io
+import shutil
 import tarfile
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 import soundfile as sf
+import torch
+from num2words import num2words
+from transformers import SpeechEncoderDecoderModel
+
+from samu_st.data.mini_covost import MiniCovostConfig, prepare_mini
+from samu_st.models.decoder import DecoderConfig
+from samu_st.models.encoder import EncoderConfig
+from samu_st.models.tokenizer import TargetTokenizer, train_target_tokenizer
+from samu_st.models.translator import TranslatorConfig, build_translator
+from samu_st.training import TrainConfig
+from samu_st.training.config import OptimConfig, ScheduleConfig
 
 CV_RATE = 48_000
 # Columns of a Common Voice (>= 7.0) validated/train/dev/test.tsv.
@@ -234,3 +250,106 @@ def write_covost_tsvs(fixture: CovostFixture, lang: str, form: str) -> None:
             write_raw_tsv(path, cols, ([r[c] for c in cols] for r in chosen))
     else:
         raise ValueError(form)
+
+
+# --- tiny models and corpora of the step tests ---------------------------------------------
+
+# Encoder overrides that make a tiny wav2vec2 deterministic in training mode.
+NO_DROPOUT = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "feat_proj_dropout": 0.0}
+# A tiny adapter-mode speech translator (wav2vec2 + length adaptor + MBART).
+TINY_TRANSLATOR = TranslatorConfig(
+    encoder=EncoderConfig(size="tiny", mode="adapters"),
+    decoder=DecoderConfig(preset="tiny"),
+    length_adaptor_layers=2,
+)
+# Two languages, a handful of numbers, 8 train clips each: prepare_mini makes it in ~2 s.
+TINY_CORPUS = MiniCovostConfig(
+    seed=1,
+    languages=("fr", "de"),
+    number_max=12,
+    train_per_hour=0.0,
+    train_min=8,
+    train_max=8,
+    dev_per_language=4,
+    test_per_language=1,
+    unlabeled_per_language=0,
+    train_speakers=4,
+    dev_speakers=2,
+    test_speakers=1,
+)
+
+
+@contextmanager
+def torch_threads(n: int = 1) -> Iterator[None]:
+    """Run with ``n`` torch threads (tiny models: OpenMP hand-offs cost more than the maths)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def tiny_corpus_config(**changes: Any) -> MiniCovostConfig:
+    """``TINY_CORPUS`` with ``changes``."""
+    return replace(TINY_CORPUS, **changes)
+
+
+def mini_corpus(tmp_path_factory: pytest.TempPathFactory, cfg: MiniCovostConfig) -> Path:
+    """A mini-CoVoST corpus folder made by espeak-ng (the test is skipped without it)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("needs espeak-ng")
+    return prepare_mini(tmp_path_factory.mktemp("c") / "mini", cfg, progress=False)
+
+
+def quiet_train(
+    steps: int,
+    lr: float,
+    *,
+    phase_ratio: tuple[float, float, float] = (0.1, 0.9, 0.0),
+    **fields: Any,
+) -> TrainConfig:
+    """A TrainConfig without tensorboard or progress bar, saving every 1000 updates by default;
+    ``fields`` set (or override) any other TrainConfig field."""
+    return TrainConfig(
+        **{
+            "max_steps": steps,
+            "save_every": 1000,
+            "tensorboard": False,
+            "progress_bar": False,
+            "optim": OptimConfig(lr=lr),
+            "schedule": ScheduleConfig(phase_ratio=phase_ratio),
+            **fields,
+        }
+    )
+
+
+def number_tokenizer() -> TargetTokenizer:
+    """A target tokenizer trained on the English words of 0-99."""
+    return train_target_tokenizer([num2words(i) for i in range(100)], vocab_size=80)
+
+
+def random_translator(
+    tokenizer: TargetTokenizer, eos_bias: float | None = None
+) -> SpeechEncoderDecoderModel:
+    """A tiny random ``TINY_TRANSLATOR`` (seed 0, eval mode) whose outputs depend on the audio.
+
+    A transformers-initialised tiny decoder has logits of std ~0.07 that hardly depend on the
+    audio; larger weights and non-identity adapters make outputs differ. Tokens that decode to
+    nothing are made unlikely. ``eos_bias``: a bias on ``</s>`` logits, so hypotheses end at
+    different lengths."""
+    torch.manual_seed(0)
+    translator = build_translator(TINY_TRANSLATOR, tokenizer).eval()
+    with torch.no_grad():
+        for name, p in translator.named_parameters():
+            if ".up." in name:
+                torch.nn.init.normal_(p, std=0.3)
+            if name.startswith(("decoder.", "enc_to_dec_proj.")) and p.dim() == 2:
+                torch.nn.init.normal_(p, std=1.0)
+        silent = [*tokenizer.language_ids.values(), 0, 1, 3, 4]
+        translator.decoder.get_input_embeddings().weight[silent] *= 0.05
+        if eos_bias is not None:
+            head = translator.decoder.lm_head
+            head.bias = torch.nn.Parameter(torch.zeros(head.out_features))
+            head.bias[tokenizer.eos_id] = eos_bias
+    return translator

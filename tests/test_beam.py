@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -10,63 +9,35 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from num2words import num2words
 from transformers import SpeechEncoderDecoderModel
 
+from fixtures_corpora import number_tokenizer, random_translator
 from samu_st.data.manifest import Utterance
 from samu_st.decoding.beam import beam_search
 from samu_st.decoding.translate import DecodeOptions, generate_batch, translate_utterances
 from samu_st.errors import ConfigError
-from samu_st.models.decoder import DecoderConfig
-from samu_st.models.encoder import EncoderConfig, lengths_to_mask
+from samu_st.models.encoder import lengths_to_mask
 from samu_st.models.tokenizer import (
     TargetTokenizer,
     generate_kwargs,
     generation_prefix,
-    train_target_tokenizer,
 )
-from samu_st.models.translator import TranslatorConfig, build_translator
 
-TINY = TranslatorConfig(
-    encoder=EncoderConfig(size="tiny", mode="adapters"),
-    decoder=DecoderConfig(preset="tiny"),
-    length_adaptor_layers=2,
-)
 LANGS = ("fr", "de", "ja", "cy", "fr", "de", "ja")
 LENGTHS = (6000, 14000, 5000, 10000, 9000, 13000, 6500)  # samples at 16 kHz
 EOS_BIAS = 8.0  # makes </s> compete, so hypotheses end at different lengths
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tokenizer() -> TargetTokenizer:
-    return train_target_tokenizer([num2words(i) for i in range(100)], vocab_size=80)
+    return number_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def model(tokenizer: TargetTokenizer) -> SpeechEncoderDecoderModel:
     """A tiny random translator whose outputs depend on the audio and end at various lengths."""
-    torch.manual_seed(0)
-    translator = build_translator(TINY, tokenizer).eval()
-    with torch.no_grad():
-        for name, p in translator.named_parameters():
-            if ".up." in name:
-                torch.nn.init.normal_(p, std=0.3)
-            if name.startswith(("decoder.", "enc_to_dec_proj.")) and p.dim() == 2:
-                torch.nn.init.normal_(p, std=1.0)
-        silent = [*tokenizer.language_ids.values(), 0, 1, 3, 4]
-        translator.decoder.get_input_embeddings().weight[silent] *= 0.05
-        head = translator.decoder.lm_head
-        head.bias = torch.nn.Parameter(torch.zeros(head.out_features))
-        head.bias[tokenizer.eos_id] = EOS_BIAS
-    return translator
+    return random_translator(tokenizer, eos_bias=EOS_BIAS)
 
 
 @pytest.fixture(scope="module")

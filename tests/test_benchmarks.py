@@ -6,6 +6,7 @@ import datetime
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,17 @@ def test_matched_batch_size_and_samplers() -> None:
     grouped = hf_batches(durations, size, 0, grouped=True)
     assert sorted(i for b in grouped for i in b) == list(range(len(durations)))
     assert all(max(durations[i] for i in b) * len(b) <= 20.0 for b in ours)
+
+
+def test_results_table_has_one_row_per_benchmark(
+    records: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    from benchmarks.table import table
+
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    lines = table(path).splitlines()
+    assert len(lines) == 2 + len(BENCHMARKS)
+    for name, line in zip(BENCHMARKS, lines[2:], strict=True):
+        assert line.startswith(f"| {name} (") and line.count("|") == 7
+        assert re.search(r"\| [a-z_]+ \d+\.\d\dx", line), line  # the ratios column

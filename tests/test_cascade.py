@@ -5,15 +5,13 @@ evaluation writes the results schema of every other system plus the ASR half's W
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
+from fixtures_corpora import mini_corpus, quiet_train, tiny_corpus_config
 from samu_st import cascade
 from samu_st.cascade import (
     TextTranslator,
@@ -24,7 +22,6 @@ from samu_st.cascade import (
 )
 from samu_st.data.collate import AudioBatch
 from samu_st.data.manifest import read_manifest
-from samu_st.data.mini_covost import MiniCovostConfig, prepare_mini
 from samu_st.decoding.translate import DecodeOptions
 from samu_st.evaluate import EvalOptions, eval_manifests
 from samu_st.metrics import wer
@@ -37,41 +34,19 @@ from samu_st.steps.tasks_text import DenoisingCollator, TextDataset
 from samu_st.steps.train_ctc import TrainCtcConfig, run_train_ctc
 from samu_st.text import normalize_generic
 from samu_st.training import TrainConfig
-from samu_st.training.config import OptimConfig, ScheduleConfig
 from samu_st.training.tracking import read_jsonl
 
-CORPUS = MiniCovostConfig(
-    seed=1,
-    languages=("fr", "de"),
-    number_max=12,
-    train_per_hour=0.0,
-    train_min=8,
-    train_max=8,
-    dev_per_language=2,
-    test_per_language=3,
-    unlabeled_per_language=0,
-    train_speakers=3,
-    dev_speakers=1,
-    test_speakers=1,
+CORPUS = tiny_corpus_config(
+    dev_per_language=2, test_per_language=3, train_speakers=3, dev_speakers=1
 )
-QUIET = {"tensorboard": False, "progress_bar": False, "save_every": 1000}
 MT_STEPS = 80
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One thread for the module-scoped trainings too (two contend badly on a busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One thread for the module-scoped trainings too (two contend badly on a busy CPU).
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("needs espeak-ng")
-    return prepare_mini(tmp_path_factory.mktemp("c") / "mini", CORPUS, progress=False)
+    return mini_corpus(tmp_path_factory, CORPUS)
 
 
 def mt_config(out: Path, corpus: Path, steps: int) -> PretrainTextConfig:
@@ -82,13 +57,7 @@ def mt_config(out: Path, corpus: Path, steps: int) -> PretrainTextConfig:
         preset="tiny",
         vocab_size=80,
         max_tokens=256,
-        train=TrainConfig(
-            max_steps=steps,
-            log_every=10,
-            optim=OptimConfig(lr=1e-2),
-            schedule=ScheduleConfig(phase_ratio=(0.1, 0.6, 0.3)),
-            **QUIET,  # type: ignore[arg-type]
-        ),
+        train=quiet_train(steps, 1e-2, phase_ratio=(0.1, 0.6, 0.3), log_every=10),
     )
 
 
@@ -105,7 +74,9 @@ def ctc_dir(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         out_dir=str(tmp_path_factory.mktemp("ctc")),
         data=DataConfig(manifests=(str(corpus),), max_duration=8.0),
         encoder=EncoderConfig(size="tiny", train_feature_encoder=True, mask_time_prob=0.0),
-        train=TrainConfig(max_steps=3, log_every=1, **QUIET),  # type: ignore[arg-type]
+        train=TrainConfig(
+            max_steps=3, log_every=1, save_every=1000, tensorboard=False, progress_bar=False
+        ),
     )
     return run_train_ctc(cfg)
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC, Wav2Vec2Processor
 
+from fixtures_corpora import quiet_train, tone
 from samu_st.cli import main
 from samu_st.data.importers import ImportOptions, import_commonvoice
 from samu_st.data.irish import IrishCorpusConfig, prepare_irish
@@ -45,8 +46,6 @@ from samu_st.steps.train_ctc import (
     run_train_ctc,
 )
 from samu_st.text import build_char_vocab, normalize_irish, save_vocab
-from samu_st.training import TrainConfig
-from samu_st.training.config import OptimConfig, ScheduleConfig
 
 TINY = EncoderConfig(size="tiny", train_feature_encoder=True, mask_time_prob=0.0)
 STEPS = 16
@@ -58,8 +57,7 @@ def _tokenizer(tmp: Path, texts: list[str]) -> Wav2Vec2CTCTokenizer:
 
 
 def _tone(path: Path, seconds: float, freq: float = 300.0) -> Path:
-    t = np.arange(round(seconds * 16000)) / 16000
-    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000)
+    sf.write(path, tone(seconds, 16000, freq), 16000)
     return path
 
 
@@ -204,12 +202,8 @@ def ctc_run(
         normalizer="irish",
         encoder=TINY,
         lm=LmConfig(order=2),
-        train=TrainConfig(
-            max_steps=STEPS, log_every=1, val_every=STEPS // 2, save_every=100,
-            tensorboard=False, progress_bar=False, optim=OptimConfig(lr=3e-3),
-            schedule=ScheduleConfig(phase_ratio=(0.1, 0.9, 0.0)),
-        ),
-    )  # fmt: skip
+        train=quiet_train(STEPS, 3e-3, log_every=1, val_every=STEPS // 2, save_every=100),
+    )
     final = run_train_ctc(cfg)
     log = [json.loads(line) for line in (root / "run" / "train_log.jsonl").open()]
     return final, log, cfg

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,10 +15,10 @@ import torch
 from safetensors.torch import load_file
 
 import samu_st.steps.distill as distill_module
+from fixtures_corpora import NO_DROPOUT, TINY_CORPUS, mini_corpus, quiet_train
 from samu_st.cli import main
 from samu_st.config import load_step_config
 from samu_st.data.manifest import read_manifest, resolve_audio, write_manifest
-from samu_st.data.mini_covost import MiniCovostConfig, prepare_mini
 from samu_st.errors import ConfigError
 from samu_st.metrics import retrieval_recall_at_1
 from samu_st.models.encoder import EncoderConfig, build_wav2vec2
@@ -33,41 +33,20 @@ from samu_st.steps.distill import (
     run_distill,
 )
 from samu_st.steps.tasks_distill import DistillModel, DistillTask, recall_at_1
-from samu_st.training import TrainConfig
-from samu_st.training.config import OptimConfig, ScheduleConfig
+from samu_st.training.config import OptimConfig
 from samu_st.training.tracking import read_jsonl
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TINY_CORPUS = MiniCovostConfig(
-    seed=1,
-    languages=("fr", "de"),
-    number_max=12,
-    train_per_hour=0.0,
-    train_min=8,
-    train_max=8,
-    dev_per_language=4,
-    test_per_language=1,
-    unlabeled_per_language=0,
-    train_speakers=4,
-    dev_speakers=2,
-    test_speakers=1,
-)
-NO_DROPOUT = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "feat_proj_dropout": 0.0}
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return prepare_mini(tmp_path_factory.mktemp("c") / "mini", TINY_CORPUS, progress=False)
+    return mini_corpus(tmp_path_factory, TINY_CORPUS)
 
 
 def distinct_texts(corpus: Path, splits: Sequence[str]) -> set[str]:
@@ -83,14 +62,7 @@ def tiny_config(out: Path, corpus: Path | str, steps: int, **train: Any) -> Dist
         encoder=EncoderConfig(size="tiny", mask_time_prob=0.0, **NO_DROPOUT),  # type: ignore[arg-type]
         teacher=TeacherConfig(pooling="mean", text_field="target_text"),
         head_lr=3e-3,
-        train=TrainConfig(
-            max_steps=steps,
-            tensorboard=False,
-            progress_bar=False,
-            optim=OptimConfig(lr=3e-3),
-            schedule=ScheduleConfig(phase_ratio=(0.1, 0.9, 0.0)),
-            **{"log_every": 2, "save_every": 1000, **train},
-        ),
+        train=quiet_train(steps, 3e-3, **{"log_every": 2, **train}),
     )
 
 
@@ -212,7 +184,8 @@ def test_resume_is_exact_with_speed_perturbation(corpus: Path, tmp_path: Path) -
 def test_mini_config_and_cli(corpus: Path, tmp_path: Path) -> None:
     cfg = load_step_config(DistillConfig, CONFIGS / "mini.yaml", "distill")
     assert cfg.teacher.pooling == "mean" and cfg.teacher.text_field == "target_text"
-    assert cfg.data.speed_factors == (0.9, 1.0, 1.1) and cfg.aux_ctc_weight == 0.0
+    assert cfg.data.speed_factors == (0.9, 1.0, 1.1) and cfg.aux_ctc_weight == 1.0
+    assert cfg.teacher.center and cfg.encoder.train_feature_encoder
     assert cfg.encoder.pretrained == "runs/demo/pretrain/final"
     with pytest.raises(ConfigError, match="head_lr"):
         replace(cfg, head_lr=0.0)

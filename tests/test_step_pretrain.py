@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,67 +12,36 @@ import pytest
 import torch
 from transformers import Wav2Vec2Model
 
+from fixtures_corpora import NO_DROPOUT, mini_corpus, quiet_train, tiny_corpus_config
 from samu_st.cli import main
 from samu_st.config import load_step_config
 from samu_st.data.manifest import read_manifest, resolve_audio, write_manifest
-from samu_st.data.mini_covost import MiniCovostConfig, prepare_mini
 from samu_st.errors import ConfigError
 from samu_st.models.encoder import EncoderConfig, build_wav2vec2
 from samu_st.models.samu import SamuModel
 from samu_st.steps.data import DataConfig
 from samu_st.steps.pretrain import PretrainConfig, build_pretraining_model, run_pretrain
 from samu_st.steps.tasks_ssl import MaskingConfig, PretrainTask, gumbel_temperature, sample_masks
-from samu_st.training import TrainConfig
-from samu_st.training.config import OptimConfig, ScheduleConfig
 from samu_st.training.tracking import read_jsonl
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TINY_CORPUS = MiniCovostConfig(
-    seed=1,
-    languages=("fr", "de"),
-    number_max=12,
-    train_per_hour=0.0,
-    train_min=8,
-    train_max=8,
-    dev_per_language=4,
-    test_per_language=1,
-    unlabeled_per_language=2,
-    train_speakers=4,
-    dev_speakers=2,
-    test_speakers=1,
-)
+TINY_CORPUS = tiny_corpus_config(unlabeled_per_language=2)
 # Clips are 0.25-0.6 s (12-30 frames): short spans.
 MASKING = MaskingConfig(mask_length=2, mask_prob=0.4, temperature_decay=0.99)
-NO_DROPOUT = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "feat_proj_dropout": 0.0}
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models: OpenMP hand-offs would cost more than the maths."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return prepare_mini(tmp_path_factory.mktemp("c") / "mini", TINY_CORPUS, progress=False)
+    return mini_corpus(tmp_path_factory, TINY_CORPUS)
 
 
 def tiny_config(out: Path, manifest: Path, steps: int, **kw: object) -> PretrainConfig:
-    train = TrainConfig(
-        max_steps=steps,
-        log_every=5,
-        save_every=1000,
-        tensorboard=False,
-        progress_bar=False,
-        optim=OptimConfig(lr=float(kw.pop("lr", 3e-3))),  # type: ignore[arg-type]
-        schedule=ScheduleConfig(phase_ratio=(0.1, 0.9, 0.0)),
-        **kw,  # type: ignore[arg-type]
-    )
+    train = quiet_train(steps, float(kw.pop("lr", 3e-3)), log_every=5, **kw)  # type: ignore[arg-type]
     return PretrainConfig(
         out_dir=str(out),
         data=DataConfig(manifests=(str(manifest),), max_duration=10.0),

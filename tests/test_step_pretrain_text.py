@@ -3,8 +3,6 @@ overfit, the translate objective from an init folder, mini config and CLI."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from fixtures_corpora import mini_corpus, quiet_train, tiny_corpus_config
 from samu_st.cli import main
 from samu_st.config import load_step_config
-from samu_st.data.mini_covost import MiniCovostConfig, prepare_mini
 from samu_st.models.decoder import DecoderConfig, build_mbart, load_mbart_decoder
 from samu_st.models.encoder import EncoderConfig
 from samu_st.models.tokenizer import TargetTokenizer, train_target_tokenizer
@@ -23,41 +21,17 @@ from samu_st.models.translator import TranslatorConfig, build_translator
 from samu_st.steps.data import DataConfig
 from samu_st.steps.pretrain_text import PretrainTextConfig, read_examples, run_pretrain_text
 from samu_st.steps.tasks_text import DenoisingCollator, NoiseConfig, TextDataset, infill
-from samu_st.training import TrainConfig
-from samu_st.training.config import OptimConfig, ScheduleConfig
 from samu_st.training.tracking import read_jsonl
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TINY_CORPUS = MiniCovostConfig(
-    seed=1,
-    languages=("fr", "de"),
-    number_max=30,
-    train_per_hour=0.0,
-    train_min=10,
-    train_max=10,
-    dev_per_language=4,
-    test_per_language=1,
-    unlabeled_per_language=0,
-    train_speakers=4,
-    dev_speakers=2,
-    test_speakers=1,
-)
+TINY_CORPUS = tiny_corpus_config(number_max=30, train_min=10, train_max=10)
 MASK = 4
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("needs espeak-ng")
-    return prepare_mini(tmp_path_factory.mktemp("c") / "mini", TINY_CORPUS, progress=False)
+    return mini_corpus(tmp_path_factory, TINY_CORPUS)
 
 
 def tiny_config(out: Path, corpus: Path, steps: int, **kw: Any) -> PretrainTextConfig:
@@ -68,14 +42,7 @@ def tiny_config(out: Path, corpus: Path, steps: int, **kw: Any) -> PretrainTextC
         preset="tiny",
         vocab_size=60,
         max_tokens=256,
-        train=TrainConfig(
-            max_steps=steps,
-            tensorboard=False,
-            progress_bar=False,
-            optim=OptimConfig(lr=1e-2),
-            schedule=ScheduleConfig(phase_ratio=(0.1, 0.9, 0.0)),
-            **{"log_every": 10, "save_every": 1000, **kw},
-        ),
+        train=quiet_train(steps, 1e-2, **{"log_every": 10, **kw}),
     )
 
 

@@ -13,6 +13,7 @@ import torch
 from num2words import num2words
 from transformers import SpeechEncoderDecoderModel, Wav2Vec2CTCTokenizer
 
+from fixtures_corpora import TINY_TRANSLATOR, number_tokenizer, random_translator
 from samu_st.cli import main
 from samu_st.data.dataset import SpeechDataset
 from samu_st.data.manifest import Utterance, write_manifest
@@ -21,52 +22,28 @@ from samu_st.decoding.translate import DecodeOptions, generate_batch, translate_
 from samu_st.errors import AudioError, ModelLoadError
 from samu_st.evaluate import model_kind
 from samu_st.models.ctc import build_ctc_model, save_ctc_model
-from samu_st.models.decoder import DecoderConfig
 from samu_st.models.encoder import EncoderConfig
-from samu_st.models.tokenizer import TargetTokenizer, train_target_tokenizer
-from samu_st.models.translator import TranslatorConfig, build_translator, save_translator
+from samu_st.models.tokenizer import TargetTokenizer
+from samu_st.models.translator import save_translator
 from samu_st.report import AsrResults, TranslationResults
 
-TINY = TranslatorConfig(
-    encoder=EncoderConfig(size="tiny", mode="adapters"),
-    decoder=DecoderConfig(preset="tiny"),
-    length_adaptor_layers=2,
-)
+TINY = TINY_TRANSLATOR
 LANGS = ("fr", "de", "ja", "cy")
 SECONDS = (0.42, 0.9, 0.31, 0.66, 0.55, 0.8, 0.37)
 MAX_NEW = 6
-
-
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    """Tiny tensors: OpenMP hand-offs cost more than the maths."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tokenizer() -> TargetTokenizer:
-    return train_target_tokenizer([num2words(i) for i in range(100)], vocab_size=80)
+    return number_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def model(tokenizer: TargetTokenizer) -> SpeechEncoderDecoderModel:
-    torch.manual_seed(0)
-    translator = build_translator(TINY, tokenizer).eval()
-    with torch.no_grad():
-        # A transformers-initialised tiny decoder has logits of std ~0.07 that hardly depend
-        # on the audio; larger weights and non-identity adapters make every comparison below
-        # compare different outputs. Tokens that decode to nothing are made unlikely.
-        for name, p in translator.named_parameters():
-            if ".up." in name:
-                torch.nn.init.normal_(p, std=0.3)
-            if name.startswith(("decoder.", "enc_to_dec_proj.")) and p.dim() == 2:
-                torch.nn.init.normal_(p, std=1.0)
-        silent = [*tokenizer.language_ids.values(), 0, 1, 3, 4]
-        translator.decoder.get_input_embeddings().weight[silent] *= 0.05
-    return translator
+    # Larger weights and non-identity adapters make every comparison below compare different
+    # outputs (see random_translator).
+    return random_translator(tokenizer)
 
 
 def _clip(path: Path, seconds: float, seed: int) -> Path:
@@ -208,6 +185,20 @@ def test_evaluate_translator_writes_results(model_dir: Path, corpus: Path, tmp_p
     assert len(rows) == 10 and set(rows[0]) == {"id", "language", "hypothesis", "reference"}
     by_id = {row["id"]: row for row in rows}
     assert by_id["fr-1"]["reference"] == num2words(1) and by_id["de-1"]["language"] == "de"
+
+
+def test_evaluate_engines_give_the_same_hypotheses(
+    model_dir: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """``--engine samu`` (our beam search) and ``--engine generate`` agree word for word."""
+    rows = {}
+    for engine in ("samu", "generate"):
+        out = tmp_path / engine
+        argv = ["evaluate", str(model_dir), str(corpus), "--out", str(out), "--beam", "3"]
+        argv += ["--max-utterances", "4", "--max-new-tokens", str(MAX_NEW), "--engine", engine]
+        assert main(argv) == 0
+        rows[engine] = (out / "hypotheses.jsonl").read_text()
+    assert rows["samu"] == rows["generate"] and rows["samu"].count("\n") == 8
 
 
 def test_translate_cli_tsv_and_jsonl(

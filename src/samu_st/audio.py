@@ -41,24 +41,33 @@ def _check_path(path: Path) -> None:
         raise AudioError(path, "empty audio file (0 bytes)")
 
 
-def audio_info(path: str | Path) -> AudioInfo:
-    """Header information of an audio file; :class:`AudioError` naming the file when unreadable."""
-    p = Path(path)
-    _check_path(p)
-    try:
-        info = sf.info(str(p))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioError(p, f"cannot read audio ({err})") from None
-    if info.samplerate <= 0 or info.channels <= 0:
+def _header(p: Path, f: sf.SoundFile) -> AudioInfo:
+    """Checked header of an open file."""
+    if f.samplerate <= 0 or f.channels <= 0:
         raise AudioError(p, "audio header has no sample rate or channels")
     # libsndfile clamps the frame count of a cut WAV/AIFF to the bytes present and notes
     # "data : N (should be M)" in its log: a truncated file, not a shorter clip.
-    short = _SHORT_CHUNK.search(info.extra_info or "")
+    short = _SHORT_CHUNK.search(f.extra_info or "")
     if short is not None and int(short.group(1)) > int(short.group(2)):
         raise AudioError(
             p, f"truncated audio file (data chunk {short.group(2)} of {short.group(1)} bytes)"
         )
-    return AudioInfo(info.samplerate, info.channels, info.frames, info.frames / info.samplerate)
+    return AudioInfo(f.samplerate, f.channels, f.frames, f.frames / f.samplerate)
+
+
+def _open(p: Path) -> sf.SoundFile:
+    _check_path(p)
+    try:
+        return sf.SoundFile(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise AudioError(p, f"cannot read audio ({err})") from None
+
+
+def audio_info(path: str | Path) -> AudioInfo:
+    """Header information of an audio file; :class:`AudioError` naming the file when unreadable."""
+    p = Path(path)
+    with _open(p) as f:
+        return _header(p, f)
 
 
 def resample(wav: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
@@ -81,13 +90,17 @@ def load_audio(
     naming the file.
     """
     p = Path(path)
-    info = audio_info(p)
-    if max_duration is not None and info.duration > max_duration:
-        raise AudioError(p, f"{info.duration:.1f} s long, over the limit of {max_duration:.1f} s")
-    try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise AudioError(p, f"cannot decode audio ({err})") from None
+    with _open(p) as f:  # one open: header checks and decoding
+        info = _header(p, f)
+        if max_duration is not None and info.duration > max_duration:
+            raise AudioError(
+                p, f"{info.duration:.1f} s long, over the limit of {max_duration:.1f} s"
+            )
+        try:
+            data = f.read(dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as err:
+            raise AudioError(p, f"cannot decode audio ({err})") from None
+        sr = f.samplerate
     if data.shape[0] == 0:
         raise AudioError(p, "audio has no samples")
     if not np.isfinite(data).all():

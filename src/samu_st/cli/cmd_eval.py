@@ -24,6 +24,16 @@ def _decoding_options(parser: argparse.ArgumentParser, beam: bool) -> None:
         parser.add_argument(
             "--max-new-tokens", type=int, default=200, metavar="N", help="output length cap"
         )
+        parser.add_argument(
+            "--engine",
+            choices=("samu", "generate"),
+            default="samu",
+            help="beam search: samu_st.decoding.beam (same hypotheses, faster) or transformers' "
+            "generate() (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--bf16", action="store_true", help="decode under bf16 autocast (CPU with bf16, GPU)"
+        )
     parser.add_argument(
         "--batch-seconds",
         type=float,
@@ -49,6 +59,8 @@ def _decode(args: argparse.Namespace) -> DecodeOptions:
         num_beams=getattr(args, "beam", 1),
         length_penalty=getattr(args, "length_penalty", 1.0),
         max_new_tokens=getattr(args, "max_new_tokens", 200),
+        engine=getattr(args, "engine", "generate"),
+        bf16=getattr(args, "bf16", False),
         max_duration=args.batch_seconds,
         max_batch_size=args.batch_size,
     )

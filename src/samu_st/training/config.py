@@ -70,7 +70,7 @@ class TrainConfig:
     max_steps: int = 1000  # optimizer updates (skipped non-finite updates do not count)
     grad_accum: int = 1  # micro-batches per update (the loss is averaged over them)
     mixed_precision: Precision = "bf16"  # on GPU; on CPU fp32 unless cpu_bf16 is true
-    cpu_bf16: bool = False  # with mixed_precision bf16: use it on CPU too (fast with AMX)
+    cpu_bf16: bool = False  # with mixed_precision bf16: on CPU too (fast with AVX512-BF16/AMX)
     cpu: bool = False  # train on CPU even when a GPU is visible
     log_every: int = 10  # updates between log records (JSON lines, tensorboard, progress bar)
     save_every: int = 500  # updates between checkpoints (one is always written at the end)
@@ -100,7 +100,7 @@ def resolve_precision(cfg: TrainConfig, on_gpu: bool) -> Precision:
     """The precision actually used: fp32 on CPU unless the user opted into bf16 there.
 
     fp16 on CPU is never used (no CPU fp16 autocast worth having); bf16 on CPU needs
-    ``cpu_bf16: true`` because it changes numerics and only pays off on CPUs with AMX.
+    ``cpu_bf16: true``: it changes numerics and only pays off on CPUs with AVX512-BF16 or AMX.
     """
     if on_gpu:
         return cfg.mixed_precision
