@@ -151,8 +151,8 @@ class FailingDataset(ToyDataset):
         return super().__getitem__(i)
 
 
-# torch's own report (its worker watchdog), raised in the main process within seconds
-WORKER_DIED = r"DataLoader worker \(pid \d+\) (exited unexpectedly|is killed by signal)"
+# torch's own report ("pid N" or "pid(s) N"), raised in the main process within seconds
+WORKER_DIED = r"DataLoader worker \(pid(\(s\))? [\d, ]+\) (exited unexpectedly|is killed by signal)"
 
 
 def _train(data: ToyDataset, out: Path, resume: bool = False) -> Any:
