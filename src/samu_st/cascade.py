@@ -47,7 +47,7 @@ from samu_st.evaluate import (
 )
 from samu_st.metrics import GroupScores, bleu_by_language, cer, wer
 from samu_st.models.encoder import lengths_to_mask
-from samu_st.models.loading import check_loading_info, hf_load_errors, require_pretrained_folder
+from samu_st.models.loading import load_pretrained_checked, require_pretrained_folder
 from samu_st.models.tokenizer import SIDECAR, TARGET_LANGUAGE, TargetTokenizer, generate_kwargs
 from samu_st.report import AsrResults, TranslationResults, write_results
 from samu_st.text import Normalizer
@@ -78,16 +78,7 @@ def load_text_translator(folder: str | Path, device: str = "cpu") -> TextTransla
     """Load an MBART text MT folder offline; a wrong-shaped or missing tensor is an error."""
     path = require_pretrained_folder(folder, "MBART MT model")
     tokenizer = TargetTokenizer.load(path)
-    with hf_load_errors(path, "MBART MT model"):
-        loaded: Any = MBartForConditionalGeneration.from_pretrained(
-            str(path),
-            local_files_only=True,
-            trust_remote_code=False,
-            output_loading_info=True,
-            ignore_mismatched_sizes=True,
-        )
-    model, info = loaded
-    check_loading_info(info, path)
+    model, _ = load_pretrained_checked(MBartForConditionalGeneration, path, "MBART MT model")
     if model.config.vocab_size < len(tokenizer):  # MBART-50 + tokens for ca and cy
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     model = cast(MBartForConditionalGeneration, model.to(torch.device(device)).eval())

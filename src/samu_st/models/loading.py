@@ -145,6 +145,35 @@ def check_loading_info(
         raise ModelLoadError(f"{path}: {errors[0]}")
 
 
+def load_pretrained_checked(
+    cls: Any,
+    folder: str | Path,
+    what: str = "model",
+    *,
+    allow_missing: Callable[[str], bool] = lambda key: False,
+    **kwargs: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """``cls.from_pretrained(folder)`` offline and safely, every re-initialised weight an error.
+
+    ``ignore_mismatched_sizes=True`` makes transformers report a wrong shape in the loading
+    info instead of raising an error that names no tensor; :func:`check_loading_info` then
+    raises one that does. Returns the model and the loading info (for extra checks).
+    """
+    path = require_pretrained_folder(folder, what)
+    with hf_load_errors(path, what), quiet_transformers():
+        loaded: Any = cls.from_pretrained(
+            str(path),
+            local_files_only=True,
+            trust_remote_code=False,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+            **kwargs,
+        )
+    model, info = loaded
+    check_loading_info(info, path, allow_missing=allow_missing)
+    return model, info
+
+
 def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path) -> None:
     """Write tensors to a safetensors file atomically (temporary file, then rename)."""
     path = Path(path)

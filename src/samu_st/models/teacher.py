@@ -17,7 +17,7 @@ import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -26,9 +26,8 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from samu_st.errors import ModelLoadError
 from samu_st.models.loading import (
-    check_loading_info,
     hf_load_errors,
-    quiet_transformers,
+    load_pretrained_checked,
     require_pretrained_folder,
 )
 
@@ -122,19 +121,10 @@ class TextTeacher:
         folder = require_pretrained_folder(path, "text teacher")
         with hf_load_errors(folder, "text teacher"):
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        # ignore_mismatched_sizes: transformers then reports a wrong shape in `info` instead of
-        # raising an error that names no tensor; check_loading_info turns it into one that does.
-        with hf_load_errors(folder, "text teacher"), quiet_transformers():
-            loaded: Any = AutoModel.from_pretrained(
-                folder,
-                local_files_only=True,
-                trust_remote_code=False,
-                output_loading_info=True,
-                ignore_mismatched_sizes=True,
-            )
-        model, info = loaded
         # Missing weights are judged below, by what the pooling needs.
-        check_loading_info(info, folder, allow_missing=lambda key: True)
+        model, info = load_pretrained_checked(
+            AutoModel, folder, "text teacher", allow_missing=lambda key: True
+        )
         missing = sorted(info["missing_keys"])
         if pooling != "pooler":
             missing = [k for k in missing if not k.startswith("pooler.")]

@@ -24,11 +24,7 @@ from samu_st.data.manifest import read_manifest
 from samu_st.data.sampler import DurationBatchSampler
 from samu_st.errors import ConfigError
 from samu_st.models.decoder import DecoderPreset, mbart_config
-from samu_st.models.loading import (
-    check_loading_info,
-    hf_load_errors,
-    require_pretrained_folder,
-)
+from samu_st.models.loading import load_pretrained_checked
 from samu_st.models.tokenizer import TARGET_LANGUAGE, TargetTokenizer, train_target_tokenizer
 from samu_st.steps.data import DataConfig, manifest_files
 from samu_st.steps.speech_data import final_dir, on_main, seed_model_init
@@ -126,18 +122,9 @@ def build_model(cfg: PretrainTextConfig, vocab_size: int) -> MBartForConditional
     extra: dict[str, Any] = {} if cfg.dropout is None else {"dropout": cfg.dropout}
     if cfg.init is None:
         return MBartForConditionalGeneration(mbart_config(cfg.preset, vocab_size, **extra))
-    folder = require_pretrained_folder(cfg.init, "MBART model")
-    with hf_load_errors(folder, "MBART model"):
-        loaded: Any = MBartForConditionalGeneration.from_pretrained(
-            str(folder),
-            local_files_only=True,
-            trust_remote_code=False,
-            output_loading_info=True,
-            ignore_mismatched_sizes=True,
-            **extra,
-        )
-    model, info = loaded
-    check_loading_info(info, folder)
+    model, _ = load_pretrained_checked(
+        MBartForConditionalGeneration, cfg.init, "MBART model", **extra
+    )
     if model.config.vocab_size < vocab_size:
         model.resize_token_embeddings(vocab_size, mean_resizing=True)
     return model
