@@ -25,7 +25,13 @@ from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
 
 from benchmarks.common import PeakMemory, Record, fresh_accelerate_state, ratio
 from benchmarks.corpus import Context, Sizes, read_split
-from benchmarks.loops import StepTimer, TimedTask, reference_arguments, timed_window
+from benchmarks.loops import (
+    StepTimer,
+    TimedTask,
+    ours_train_config,
+    reference_arguments,
+    timed_window,
+)
 from benchmarks.padding import matched_batch_size
 from benchmarks.side import run_side
 from benchmarks.st_train import counts, feature_extractor
@@ -37,8 +43,7 @@ from samu_st.steps.data import DataConfig, build_sampler
 from samu_st.steps.tasks_ctc import CtcTask, encode_labels, output_frames
 from samu_st.steps.train_ctc import CtcSplit, load_split, load_tokenizer, prepare_split
 from samu_st.text import build_char_vocab, save_vocab
-from samu_st.training import TrainConfig, train
-from samu_st.training.config import OptimConfig
+from samu_st.training import train
 
 LR = 1e-3  # both sides' peak LR (configs/mini.yaml train_ctc)
 NORMALIZER = "generic"
@@ -79,20 +84,6 @@ def ctc_data(
     return data, tokenizer, split
 
 
-def _loop_config(steps: int) -> TrainConfig:
-    return TrainConfig(
-        max_steps=steps,
-        mixed_precision="bf16",
-        cpu_bf16=True,
-        log_every=steps,
-        save_every=steps,
-        keep_last=1,
-        tensorboard=False,
-        progress_bar=False,
-        optim=OptimConfig(lr=LR, clip_norm=5.0),
-    )
-
-
 def ours(corpus: str, sizes: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """One side: samu-st's CTC training (runs in its own process)."""
     fresh_accelerate_state()
@@ -104,7 +95,13 @@ def ours(corpus: str, sizes: dict[str, Any], out_dir: str) -> dict[str, Any]:
     task = TimedTask(CtcTask(tokenizer, model.config.conv_kernel, model.config.conv_stride))
     with PeakMemory() as mem:
         train(
-            task, model, split.dataset, split.collator, sampler, _loop_config(sz.ctc_steps), out_dir
+            task,
+            model,
+            split.dataset,
+            split.collator,
+            sampler,
+            ours_train_config(sz.ctc_steps, LR),
+            out_dir,
         )
     return {
         **timed_window(task.per_update(), sz.warmup + 1, sz.ctc_steps - 1),

@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from samu_st.training.config import OptimConfig
+from samu_st.training.config import OptimConfig, TrainConfig
 from samu_st.training.schedule import ParamGroup
 from samu_st.training.task import LossOutput, Task
 
@@ -131,4 +131,20 @@ def reference_arguments(
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
         seed=1,
+    )
+
+
+def ours_train_config(steps: int, lr: float) -> TrainConfig:
+    """samu-st's side of a training benchmark: bf16 autocast as configs/mini.yaml, no logging
+    or checkpoint work inside the timed updates."""
+    return TrainConfig(
+        max_steps=steps,
+        mixed_precision="bf16",
+        cpu_bf16=True,
+        log_every=steps,
+        save_every=steps,
+        keep_last=1,
+        tensorboard=False,
+        progress_bar=False,
+        optim=OptimConfig(lr=lr, clip_norm=5.0),
     )

@@ -34,7 +34,13 @@ from transformers import (
 
 from benchmarks.common import PeakMemory, Record, fresh_accelerate_state, ratio
 from benchmarks.corpus import Context, Sizes, read_split
-from benchmarks.loops import StepTimer, TimedTask, reference_arguments, timed_window
+from benchmarks.loops import (
+    StepTimer,
+    TimedTask,
+    ours_train_config,
+    reference_arguments,
+    timed_window,
+)
 from benchmarks.padding import matched_batch_size
 from benchmarks.side import run_side
 from samu_st.audio import SAMPLE_RATE, load_audio
@@ -44,8 +50,7 @@ from samu_st.models.tokenizer import TargetTokenizer
 from samu_st.models.translator import TranslatorConfig, build_translator
 from samu_st.steps.data import DataConfig, build_sampler, load_dataset
 from samu_st.steps.tasks_st import STCollator, STModel, STTask
-from samu_st.training import TrainConfig, train
-from samu_st.training.config import OptimConfig
+from samu_st.training import train
 
 LR = 1e-3  # both sides' peak learning rate (configs/mini.yaml train_st)
 TARGET = 2.0  # the issue's goal: at least 2x the reference's throughput
@@ -69,20 +74,6 @@ def counts(model: torch.nn.Module) -> dict[str, int]:
         "parameters": sum(p.numel() for p in params),
         "trainable_parameters": sum(p.numel() for p in params if p.requires_grad),
     }
-
-
-def _loop_config(steps: int) -> TrainConfig:
-    return TrainConfig(
-        max_steps=steps,
-        mixed_precision="bf16",
-        cpu_bf16=True,
-        log_every=steps,
-        save_every=steps,
-        keep_last=1,
-        tensorboard=False,
-        progress_bar=False,
-        optim=OptimConfig(lr=LR, clip_norm=5.0),
-    )
 
 
 def ours(corpus: str, tokenizer: str, sizes: dict[str, Any], out_dir: str) -> dict[str, Any]:
@@ -109,7 +100,7 @@ def ours(corpus: str, tokenizer: str, sizes: dict[str, Any], out_dir: str) -> di
             dataset,
             STCollator(tok, positions),
             sampler,
-            _loop_config(sz.st_steps),
+            ours_train_config(sz.st_steps, LR),
             out_dir,
         )
     return {
