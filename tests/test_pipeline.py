@@ -171,3 +171,29 @@ def test_dry_run_names_what_is_missing(grid: Path, capsys: pytest.CaptureFixture
     assert code == 1
     assert f"{bad}: not a wav2vec2 encoder folder, missing model.safetensors" in err
     assert f"{grid / 'nope'}: folder does not exist" in err
+
+
+def test_changed_step_config_sets_old_folder_aside_instead_of_resuming(
+    grid: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stage re-run under a changed config must train anew, not resume (or return as finished)
+    the old config's checkpoints; the old folder is kept beside it."""
+    assert main(["pipeline", str(grid / "grid.yaml"), "--only", "xlsr-A"]) == 0
+    steps = tiny_steps()
+    steps["train_st"]["train"]["max_steps"] = 3  # was 2: resuming would log only step 3
+    (grid / "steps3.yaml").write_text(yaml.safe_dump(steps))
+    data = yaml.safe_load((grid / "grid.yaml").read_text())
+    data["pipeline"]["steps"] = str(grid / "steps3.yaml")
+    (grid / "grid3.yaml").write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    assert main(["pipeline", str(grid / "grid3.yaml"), "--only", "xlsr-A"]) == 0
+    out = capsys.readouterr().out
+    assert "st:xlsr-A: step 3" in out and "moved to" in out, out
+    folder = grid / "out" / "st" / "xlsr-A"
+    log = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r.get("kind") == "train"] == [1, 2, 3]
+    aside = [p for p in folder.parent.iterdir() if p.name.startswith("xlsr-A.replaced-")]
+    assert len(aside) == 1 and (aside[0] / "final").is_dir()
+    capsys.readouterr()
+    assert main(["pipeline", str(grid / "grid3.yaml"), "--only", "xlsr-A"]) == 0
+    assert capsys.readouterr().out.count("done earlier") == 5

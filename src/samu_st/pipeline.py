@@ -9,7 +9,9 @@ Each finished stage writes ``<out>/stages/<name>.json`` holding its output path 
 everything it was built from; a second run reuses it when the hash matches and re-runs it (and
 what depends on it) otherwise. A stage that was interrupted resumes from its last checkpoint,
 because every training step is run with ``resume=True`` (exact resume, see
-:mod:`samu_st.training.loop`).
+:mod:`samu_st.training.loop`): ``<name>.started.json`` records the hash a stage started with,
+and a stage folder written under another hash (a changed config or changed inputs) is moved
+aside to ``<folder>.replaced-<time>`` instead of being resumed.
 """
 
 from __future__ import annotations
@@ -118,8 +120,10 @@ def _hash(data: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _marker(root: Path, name: str) -> Path:
-    return root / "stages" / f"{name.replace(':', '__')}.json"
+def _marker(root: Path, name: str, kind: str = "") -> Path:
+    """``stages/<name>.json`` (finished) or ``stages/<name>.started.json`` (kind "started")."""
+    suffix = f".{kind}.json" if kind else ".json"
+    return root / "stages" / f"{name.replace(':', '__')}{suffix}"
 
 
 def _write_marker(path: Path, data: dict[str, Any]) -> None:
@@ -141,6 +145,30 @@ def _done(root: Path, stage: Stage, key: str) -> Path | None:
     if data.get("key") != key or not output.exists():
         return None
     return output
+
+
+def _started_key(root: Path, name: str) -> str | None:
+    try:
+        key = json.loads(_marker(root, name, "started").read_text(encoding="utf-8")).get("key")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return key if isinstance(key, str) else None
+
+
+def _set_aside_stale(root: Path, folder: Path, name: str, key: str) -> Path | None:
+    """Move ``folder`` aside when it was written for another configuration of stage ``name`` (or
+    by an unknown run), so that the step's ``resume=True`` cannot continue, or return as
+    finished, a training of the old configuration. Nothing is deleted; returns the new place."""
+    if _started_key(root, name) == key or not folder.is_dir() or not any(folder.iterdir()):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = folder.with_name(f"{folder.name}.replaced-{stamp}")
+    n = 1
+    while aside.exists():
+        aside = folder.with_name(f"{folder.name}.replaced-{stamp}-{n}")
+        n += 1
+    os.replace(folder, aside)
+    return aside
 
 
 def select(stages: list[Stage], only: Sequence[str]) -> list[Stage]:
@@ -184,6 +212,16 @@ def execute(
             continue
         rerun.add(stage.name)
         progress(f"[{i}/{total}] {stage.name}: {stage.describe}")
+        aside = _set_aside_stale(ctx.root, ctx.out(stage.name), stage.name, key)
+        if aside is not None:
+            progress(
+                f"[{i}/{total}] {stage.name}: {ctx.out(stage.name)} was built with another "
+                f"configuration (or its inputs changed); moved to {aside} (delete it when done)"
+            )
+        _write_marker(
+            _marker(ctx.root, stage.name, "started"),
+            {"stage": stage.name, "key": key},
+        )
         start = time.perf_counter()
         output = stage.run(ctx)
         seconds = time.perf_counter() - start
