@@ -84,16 +84,22 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("grid")
+def write_tiny_grid(
+    root: Path,
+    systems: list[str],
+    tables: list[str],
+    steps: dict | None = None,
+    seed: int = 1,
+    train: int = 6,
+) -> Path:
+    """A 2-language tiny mini-CoVoST grid under ``root``; returns ``root/grid.yaml``."""
     mini = MiniCovostConfig(
-        seed=1,
+        seed=seed,
         languages=("fr", "de"),
         number_max=12,
         train_per_hour=0.0,
-        train_min=6,
-        train_max=6,
+        train_min=train,
+        train_max=train,
         dev_per_language=2,
         test_per_language=2,
         unlabeled_per_language=2,
@@ -101,8 +107,8 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
         dev_speakers=1,
         test_speakers=1,
     )
-    (root / "mini.yaml").write_text(yaml.safe_dump({k: v for k, v in vars(mini).items()}))
-    (root / "steps.yaml").write_text(yaml.safe_dump(tiny_steps()))
+    (root / "mini.yaml").write_text(yaml.safe_dump(dict(vars(mini))))
+    (root / "steps.yaml").write_text(yaml.safe_dump(steps or tiny_steps()))
     pipeline = {
         "out_dir": str(root / "out"),
         "steps": str(root / "steps.yaml"),
@@ -111,11 +117,19 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "path": str(root / "corpus"),
             "mini_config": str(root / "mini.yaml"),
         },
-        "systems": ["xlsr-A", "samu-xlsr-A", "cascade", "zs-samu-xlsr-A"],
-        "tables": ["table4", "table6", "table7"],
+        "systems": systems,
+        "tables": tables,
         "beam": 2,
     }
     (root / "grid.yaml").write_text(yaml.safe_dump({"pipeline": pipeline}))
+    return root / "grid.yaml"
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("grid")
+    systems = ["xlsr-A", "samu-xlsr-A", "cascade", "zs-samu-xlsr-A"]
+    write_tiny_grid(root, systems, ["table4", "table6", "table7"])
     return root
 
 

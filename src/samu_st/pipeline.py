@@ -101,6 +101,9 @@ class Stage:
     run: Callable[[Context], Path]
     describe: str
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    # True for training stages: under `accelerate launch`/`torchrun` every process runs them
+    # (data-parallel). Other stages (corpus, evaluation, report) run on the main process only.
+    collective: bool = False
 
 
 @dataclass
@@ -193,44 +196,89 @@ def select(stages: list[Stage], only: Sequence[str]) -> list[Stage]:
     return [s for s in stages if s.name in wanted]
 
 
+class _Processes:
+    """The processes of one ``accelerate launch``/``torchrun`` job running the pipeline (one
+    process when neither set ``WORLD_SIZE``). The main process alone writes markers, moves stale
+    folders and runs the non-collective stages; the others wait for its finished marker."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.main = int(os.environ.get("RANK", "0")) == 0
+        self._state: Any = None
+        if self.world > 1:
+            import torch
+            from accelerate import PartialState
+
+            # the process group the training steps will use (gloo on CPU, nccl on GPUs)
+            self._state = PartialState(cpu=not torch.cuda.is_available())
+
+    def barrier(self) -> None:
+        if self._state is not None:
+            self._state.wait_for_everyone()
+
+
+def _wait_for_main(root: Path, stage: Stage, key: str, poll_s: float = 2.0) -> Path:
+    """The output of a stage the main process runs, once its finished marker appears (an
+    evaluation may outlast a collective barrier's timeout, so this polls the file; a failing
+    main process ends the whole job through the launcher)."""
+    while (done := _done(root, stage, key)) is None:
+        time.sleep(poll_s)
+    return done
+
+
 def execute(
     stages: list[Stage],
     ctx: Context,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Path]:
-    """Run the stages in order, reusing finished ones; returns every stage's output."""
+    """Run the stages in order, reusing finished ones; returns every stage's output.
+
+    Under ``accelerate launch``/``torchrun`` (several processes, one shared ``out_dir``) every
+    process calls this: training stages run on all of them, the rest on the main process."""
+    procs = _Processes()
+    say = progress if procs.main else (lambda _text: None)
     keys: dict[str, str] = {}
     rerun: set[str] = set()
     total = len(stages)
     for i, stage in enumerate(stages, start=1):
         key = _hash([stage.fingerprint, [keys.get(d) for d in stage.deps]])
         keys[stage.name] = key
+        procs.barrier()  # every process is done with the previous stage ...
         done = None if rerun & set(stage.deps) else _done(ctx.root, stage, key)
+        procs.barrier()  # ... and has read the markers before the main process changes them
         if done is not None:
             ctx.outputs[stage.name] = done
-            progress(f"[{i}/{total}] {stage.name}: done earlier ({done})")
+            say(f"[{i}/{total}] {stage.name}: done earlier ({done})")
             continue
         rerun.add(stage.name)
-        progress(f"[{i}/{total}] {stage.name}: {stage.describe}")
-        aside = _set_aside_stale(ctx.root, ctx.out(stage.name), stage.name, key)
-        if aside is not None:
-            progress(
-                f"[{i}/{total}] {stage.name}: {ctx.out(stage.name)} was built with another "
-                f"configuration (or its inputs changed); moved to {aside} (delete it when done)"
+        say(f"[{i}/{total}] {stage.name}: {stage.describe}")
+        if procs.main:
+            aside = _set_aside_stale(ctx.root, ctx.out(stage.name), stage.name, key)
+            if aside is not None:
+                say(
+                    f"[{i}/{total}] {stage.name}: {ctx.out(stage.name)} was built with another "
+                    f"configuration (or its inputs changed); moved to {aside} (delete it when "
+                    "done)"
+                )
+            _marker(ctx.root, stage.name).unlink(missing_ok=True)
+            _write_marker(
+                _marker(ctx.root, stage.name, "started"),
+                {"stage": stage.name, "key": key},
             )
-        _write_marker(
-            _marker(ctx.root, stage.name, "started"),
-            {"stage": stage.name, "key": key},
-        )
+        procs.barrier()
         start = time.perf_counter()
-        output = stage.run(ctx)
+        if procs.main or stage.collective:
+            output = stage.run(ctx)
+        else:
+            output = _wait_for_main(ctx.root, stage, key)
         seconds = time.perf_counter() - start
         ctx.outputs[stage.name] = output
-        _write_marker(
-            _marker(ctx.root, stage.name),
-            {"stage": stage.name, "key": key, "output": str(output), "seconds": seconds},
-        )
-        progress(f"[{i}/{total}] {stage.name}: finished in {seconds:.0f} s → {output}")
+        if procs.main:
+            _write_marker(
+                _marker(ctx.root, stage.name),
+                {"stage": stage.name, "key": key, "output": str(output), "seconds": seconds},
+            )
+        say(f"[{i}/{total}] {stage.name}: finished in {seconds:.0f} s → {output}")
     return dict(ctx.outputs)
 
 

@@ -232,6 +232,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
                 stage_pretrain,
                 "step 1: wav2vec2 SSL pretraining",
                 _section(cfg, "pretrain"),
+                collective=True,
             )
         )
         base = ("corpus", "pretrain")
@@ -243,6 +244,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
                 stage_distill,
                 "step 2: SAMU semantic distillation",
                 _section(cfg, "distill"),
+                collective=True,
             )
         )
     if "ctc" in inits:
@@ -253,6 +255,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
                 stage_ctc,
                 "CTC fine-tuning (ctc-xlsr / cascade ASR)",
                 _section(cfg, "train_ctc"),
+                collective=True,
             )
         )
     text: tuple[str, ...] = ()
@@ -264,6 +267,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
                 stage_pretrain_text,
                 "text denoising pretraining of a small MBART",
                 _section(cfg, "pretrain_text"),
+                collective=True,
             )
         )
         text = ("pretrain_text",)
@@ -275,6 +279,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
                 stage_mt,
                 "cascade MT: MBART text translation",
                 {**_section(cfg, "train_mt"), "mt": cfg.mt_pretrained},
+                collective=cfg.mt_pretrained is None,
             )
         )
     for system in chosen:
@@ -287,6 +292,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
                     make_stage_st(system),
                     f"step 3: {system.name}",
                     {"section": _section(cfg, "train_st"), "system": to_dict(system)},
+                    collective=True,
                 )
             )
             deps: tuple[str, ...] = (f"st:{system.name}",)

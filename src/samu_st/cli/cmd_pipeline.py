@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -76,6 +77,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not Path(cfg.steps).is_file():
         raise ConfigError(f"{cfg.steps}: steps config not found")
     outputs = execute(build_stages(cfg), Context(cfg, out), lambda s: print(s, flush=True))
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun/accelerate launch the main process writes and prints
     report = outputs["report"]
     shutil.copyfile(report / "report.md", out / "results.md")
     shutil.copyfile(report / "report.json", out / "report.json")

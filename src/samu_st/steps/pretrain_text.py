@@ -108,13 +108,22 @@ def load_or_train_tokenizer(cfg: PretrainTextConfig, examples: Examples) -> Targ
     if cfg.tokenizer is not None or cfg.init is not None:
         return TargetTokenizer.load(cfg.tokenizer or str(cfg.init))
     folder = Path(cfg.out_dir) / TOKENIZER_DIR
-    if folder.is_dir():  # a resumed run keeps its vocabulary
-        return TargetTokenizer.load(folder)
-    texts = list(dict.fromkeys([*examples[1], *examples[0]]))
-    tokenizer = train_target_tokenizer(texts, cfg.vocab_size)
-    on_main(lambda: tokenizer.save(folder))
-    log.info("trained a %d-token tokenizer on %d texts -> %s", len(tokenizer), len(texts), folder)
-    return tokenizer
+
+    def train_once() -> None:
+        if folder.is_dir():  # a resumed run keeps its vocabulary
+            return
+        texts = list(dict.fromkeys([*examples[1], *examples[0]]))
+        tokenizer = train_target_tokenizer(texts, cfg.vocab_size)
+        tokenizer.save(folder)
+        log.info(
+            "trained a %d-token tokenizer on %d texts -> %s", len(tokenizer), len(texts), folder
+        )
+
+    # The main process decides and writes; every process then loads the same files. (Each rank
+    # testing `folder.is_dir()` itself hung 2-process runs: a rank that saw the main process's
+    # freshly saved folder skipped the barrier the main process was waiting in.)
+    on_main(train_once)
+    return TargetTokenizer.load(folder)
 
 
 def build_model(cfg: PretrainTextConfig, vocab_size: int) -> MBartForConditionalGeneration:

@@ -99,10 +99,16 @@ def target_tokenizer(
     if folder is not None:
         return TargetTokenizer.load(folder)
     saved = out_dir / TOKENIZER
-    # One process trains the tokenizer and saves it, all load the
-    # saved files, so every rank, the checkpoints and the export share one vocabulary.
-    if not (resume and saved.is_dir()):
-        on_main(lambda: train_target_tokenizer(texts, cfg.tokenizer_vocab_size).save(saved))
+    # The main process decides whether to train (a resumed run keeps its vocabulary), trains and
+    # saves; all load the saved files, so every rank, the checkpoints and the export share one
+    # vocabulary. (The decision is the main process's alone: a rank testing the folder itself
+    # can see the main process's fresh save, skip the barrier of on_main and hang the job.)
+
+    def train_once() -> None:
+        if not (resume and saved.is_dir()):
+            train_target_tokenizer(texts, cfg.tokenizer_vocab_size).save(saved)
+
+    on_main(train_once)
     return TargetTokenizer.load(saved)
 
 
