@@ -10,8 +10,8 @@ everything it was built from; a second run reuses it when the hash matches and r
 what depends on it) otherwise. A stage that was interrupted resumes from its last checkpoint,
 because every training step is run with ``resume=True`` (exact resume, see
 :mod:`samu_st.training.loop`): ``<name>.started.json`` records the hash a stage started with,
-and a stage folder written under another hash (a changed config or changed inputs) is moved
-aside to ``<folder>.replaced-<time>`` instead of being resumed.
+and a training stage's folder written under another hash (a changed config or changed inputs)
+is moved aside to ``<folder>.replaced-<time>`` instead of being resumed.
 """
 
 from __future__ import annotations
@@ -253,7 +253,12 @@ def execute(
         rerun.add(stage.name)
         say(f"[{i}/{total}] {stage.name}: {stage.describe}")
         if procs.main:
-            aside = _set_aside_stale(ctx.root, ctx.out(stage.name), stage.name, key)
+            # training stages resume from their folder; evaluations and reports are rewritten
+            aside = (
+                _set_aside_stale(ctx.root, ctx.out(stage.name), stage.name, key)
+                if stage.collective
+                else None
+            )
             if aside is not None:
                 say(
                     f"[{i}/{total}] {stage.name}: {ctx.out(stage.name)} was built with another "
