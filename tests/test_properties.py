@@ -124,6 +124,7 @@ _lines = (
 
 @settings(max_examples=400, deadline=None, suppress_health_check=FIXTURE_OK)
 @given(lines=st.lists(_lines, min_size=1, max_size=4))
+@example(lines=[b"\x1c"])  # found by hypothesis: str-whitespace, yet not a blank line
 def test_manifest_reader_on_arbitrary_lines(tmp_path: Path, lines: list[bytes]) -> None:
     """Every line gives an Utterance that re-serialises to itself, or a DataError at file:line."""
     path = tmp_path / "m.jsonl"

@@ -97,12 +97,12 @@ def iter_manifest(path: str | Path) -> Iterator[Utterance]:
     seen: set[str] = set()
     with p.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():  # blank: ASCII whitespace only (a lone control character such
+                continue  # as U+001C is str-whitespace but not blank: it is reported below)
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise DataError(p, f"not UTF-8 ({err.reason})", lineno) from None
-            if not text.strip():
-                continue
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as err:
