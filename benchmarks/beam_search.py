@@ -31,11 +31,11 @@ from transformers import SpeechEncoderDecoderModel
 
 from benchmarks.common import Record, device, ratio
 from benchmarks.corpus import Context, read_split
-from benchmarks.st_train import feature_extractor
 from samu_st.audio import SAMPLE_RATE, load_audio
 from samu_st.data.manifest import Utterance
 from samu_st.decoding.translate import DecodeOptions, translate_utterances
 from samu_st.metrics import corpus_bleu
+from samu_st.models.ctc import default_feature_extractor
 from samu_st.models.decoder import DecoderConfig
 from samu_st.models.encoder import EncoderConfig
 from samu_st.models.tokenizer import TargetTokenizer, generate_kwargs
@@ -90,7 +90,7 @@ def plain_hf(
     max_new_tokens: int,
 ) -> list[str]:
     """``generate()`` on fixed-size batches in input order, feature-extractor padding."""
-    extractor = feature_extractor()
+    extractor = default_feature_extractor()
     hyps: list[str] = []
     for start in range(0, len(utts), batch_size):
         chunk = utts[start : start + batch_size]

@@ -34,10 +34,9 @@ from benchmarks.loops import (
 )
 from benchmarks.padding import matched_batch_size
 from benchmarks.side import run_side
-from benchmarks.st_train import counts, feature_extractor
+from benchmarks.st_train import PaddingCollator, counts
 from samu_st.audio import SAMPLE_RATE, load_audio
-from samu_st.losses import IGNORE_INDEX
-from samu_st.models.ctc import build_ctc_model
+from samu_st.models.ctc import build_ctc_model, default_feature_extractor
 from samu_st.models.encoder import EncoderConfig, wav2vec2_config
 from samu_st.steps.data import DataConfig, build_sampler
 from samu_st.steps.tasks_ctc import CtcTask, encode_labels, output_frames
@@ -113,32 +112,6 @@ def ours(corpus: str, sizes: dict[str, Any], out_dir: str) -> dict[str, Any]:
     }
 
 
-class CtcPaddingCollator:
-    """The notebook's ``DataCollatorCTCWithPadding``: feature-extractor padding of the audio,
-    labels padded with -100; records each batch's audio seconds and padding."""
-
-    def __init__(self) -> None:
-        self.extractor = feature_extractor()
-        self.audio: list[float] = []
-        self.padding: list[float] = []
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = self.extractor.pad(
-            [{"input_values": f["input_values"]} for f in features],
-            padding=True,
-            return_tensors="pt",
-        )
-        width = max(len(f["labels"]) for f in features)
-        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
-        for i, f in enumerate(features):
-            labels[i, : len(f["labels"])] = torch.tensor(f["labels"], dtype=torch.long)
-        batch["labels"] = labels
-        samples = sum(len(f["input_values"]) for f in features)
-        self.audio.append(samples / SAMPLE_RATE)
-        self.padding.append(1.0 - samples / batch["input_values"].numel())
-        return dict(batch)
-
-
 def reference(corpus: str, sizes: dict[str, Any], out_dir: str, batch_size: int) -> dict[str, Any]:
     """One side: the notebook's ``Trainer`` recipe on ``Wav2Vec2ForCTC``."""
     import datasets
@@ -147,7 +120,7 @@ def reference(corpus: str, sizes: dict[str, Any], out_dir: str, batch_size: int)
     fresh_accelerate_state()
     sz = Sizes(**sizes)
     _, tokenizer, split = ctc_data(corpus, sz, f"{out_dir}-data")
-    extractor = feature_extractor()
+    extractor = default_feature_extractor()
     columns: dict[str, list[Any]] = {"input_values": [], "labels": [], "length": []}
     for utt, ids in zip(
         split.dataset.utterances, encode_labels(split.texts, tokenizer), strict=True
@@ -166,7 +139,7 @@ def reference(corpus: str, sizes: dict[str, Any], out_dir: str, batch_size: int)
     torch.manual_seed(1)
     model = Wav2Vec2ForCTC(config)
     model.freeze_feature_encoder()
-    collator = CtcPaddingCollator()
+    collator = PaddingCollator(extractor)
     timer = StepTimer()
     args = reference_arguments(out_dir, batch_size, sz.ctc_steps, LR, seq2seq=False)
     trainer = Trainer(

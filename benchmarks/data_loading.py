@@ -13,6 +13,7 @@ side; a side's best pass counts.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import shutil
 import time
@@ -61,7 +62,10 @@ def reference_loader() -> tuple[Loader | None, str]:
         def librosa_load(path: Path) -> np.ndarray:
             return np.asarray(librosa.load(str(path), sr=SAMPLE_RATE)[0])
 
-        return librosa_load, f"librosa.load(path, sr=16000) (librosa {librosa.__version__})"
+        return (
+            librosa_load,
+            f"librosa.load(path, sr=16000) (librosa {importlib.metadata.version('librosa')})",
+        )
     if importlib.util.find_spec("torchaudio") is not None:
         import torchaudio
 

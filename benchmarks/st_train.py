@@ -44,6 +44,8 @@ from benchmarks.loops import (
 from benchmarks.padding import matched_batch_size
 from benchmarks.side import run_side
 from samu_st.audio import SAMPLE_RATE, load_audio
+from samu_st.losses import IGNORE_INDEX
+from samu_st.models.ctc import default_feature_extractor
 from samu_st.models.decoder import DecoderConfig, as_decoder_config, mbart_config
 from samu_st.models.encoder import EncoderConfig, wav2vec2_config
 from samu_st.models.tokenizer import TargetTokenizer
@@ -55,17 +57,6 @@ from samu_st.training import train
 LR = 1e-3  # both sides' peak learning rate (configs/mini.yaml train_st)
 TARGET = 2.0  # the issue's goal: at least 2x the reference's throughput
 LENGTH_ADAPTOR_LAYERS = 2
-
-
-def feature_extractor() -> Wav2Vec2FeatureExtractor:
-    """The notebook's feature extractor (per-utterance normalisation, attention mask)."""
-    return Wav2Vec2FeatureExtractor(
-        feature_size=1,
-        sampling_rate=SAMPLE_RATE,
-        padding_value=0.0,
-        do_normalize=True,
-        return_attention_mask=True,
-    )
 
 
 def counts(model: torch.nn.Module) -> dict[str, int]:
@@ -112,9 +103,10 @@ def ours(corpus: str, tokenizer: str, sizes: dict[str, Any], out_dir: str) -> di
     }
 
 
-class SpeechSeq2SeqCollator:
-    """The HF examples' speech seq2seq collator: feature-extractor padding of the audio, labels
-    padded with -100; records each batch's audio seconds and padding."""
+class PaddingCollator:
+    """The HF examples' speech seq2seq collator, which is also the notebook's
+    ``DataCollatorCTCWithPadding``: feature-extractor padding of the audio, labels padded with
+    -100; records each batch's audio seconds and padding."""
 
     def __init__(self, extractor: Wav2Vec2FeatureExtractor) -> None:
         self.extractor = extractor
@@ -128,7 +120,7 @@ class SpeechSeq2SeqCollator:
             return_tensors="pt",
         )
         width = max(len(f["labels"]) for f in features)
-        labels = torch.full((len(features), width), -100, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
         for i, f in enumerate(features):
             labels[i, : len(f["labels"])] = torch.tensor(f["labels"], dtype=torch.long)
         batch["labels"] = labels
@@ -169,7 +161,7 @@ def reference_dataset(corpus: Path, tok: TargetTokenizer) -> Any:
     """
     import datasets
 
-    extractor = feature_extractor()
+    extractor = default_feature_extractor()
     columns: dict[str, list[Any]] = {"input_values": [], "labels": [], "length": []}
     utts = read_split(corpus, "train")
     targets = tok.encode([u.target_text for u in utts])
@@ -193,7 +185,7 @@ def reference(
     dataset = reference_dataset(Path(corpus), tok)
     torch.manual_seed(1)
     model = reference_translator(sz, tok)
-    collator = SpeechSeq2SeqCollator(feature_extractor())
+    collator = PaddingCollator(default_feature_extractor())
     timer = StepTimer()
     args = reference_arguments(out_dir, batch_size, sz.st_steps, LR, seq2seq=True)
     trainer = Seq2SeqTrainer(
