@@ -196,6 +196,11 @@ def select(stages: list[Stage], only: Sequence[str]) -> list[Stage]:
     return [s for s in stages if s.name in wanted]
 
 
+def is_main_process() -> bool:
+    """True unless ``torchrun``/``accelerate launch`` made this a process of rank > 0."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 class _Processes:
     """The processes of one ``accelerate launch``/``torchrun`` job running the pipeline (one
     process when neither set ``WORLD_SIZE``). The main process alone writes markers, moves stale
@@ -203,7 +208,7 @@ class _Processes:
 
     def __init__(self) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.main = int(os.environ.get("RANK", "0")) == 0
+        self.main = is_main_process()
         self._state: Any = None
         if self.world > 1:
             import torch

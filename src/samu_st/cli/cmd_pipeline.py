@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import time
@@ -61,7 +60,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from samu_st.pipeline import Context, execute, load_pipeline_config
+    from samu_st.pipeline import Context, execute, is_main_process, load_pipeline_config
     from samu_st.pipeline_stages import build_stages
 
     start = time.perf_counter()
@@ -77,7 +76,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not Path(cfg.steps).is_file():
         raise ConfigError(f"{cfg.steps}: steps config not found")
     outputs = execute(build_stages(cfg), Context(cfg, out), lambda s: print(s, flush=True))
-    if os.environ.get("RANK", "0") != "0":
+    if not is_main_process():
         return 0  # under torchrun/accelerate launch the main process writes and prints
     report = outputs["report"]
     shutil.copyfile(report / "report.md", out / "results.md")

@@ -27,7 +27,7 @@ from samu_st.models.decoder import DecoderPreset, mbart_config
 from samu_st.models.loading import load_pretrained_checked
 from samu_st.models.tokenizer import TARGET_LANGUAGE, TargetTokenizer, train_target_tokenizer
 from samu_st.steps.data import DataConfig, manifest_files
-from samu_st.steps.speech_data import final_dir, on_main, seed_model_init
+from samu_st.steps.speech_data import final_dir, made_once_on_main, on_main, seed_model_init
 from samu_st.steps.tasks_text import DenoisingCollator, DenoisingTask, NoiseConfig, TextDataset
 from samu_st.training import TrainConfig, process_rank_and_count, train
 
@@ -109,9 +109,7 @@ def load_or_train_tokenizer(cfg: PretrainTextConfig, examples: Examples) -> Targ
         return TargetTokenizer.load(cfg.tokenizer or str(cfg.init))
     folder = Path(cfg.out_dir) / TOKENIZER_DIR
 
-    def train_once() -> None:
-        if folder.is_dir():  # a resumed run keeps its vocabulary
-            return
+    def train() -> None:
         texts = list(dict.fromkeys([*examples[1], *examples[0]]))
         tokenizer = train_target_tokenizer(texts, cfg.vocab_size)
         tokenizer.save(folder)
@@ -119,11 +117,8 @@ def load_or_train_tokenizer(cfg: PretrainTextConfig, examples: Examples) -> Targ
             "trained a %d-token tokenizer on %d texts -> %s", len(tokenizer), len(texts), folder
         )
 
-    # The main process decides and writes; every process then loads the same files. (Each rank
-    # testing `folder.is_dir()` itself hung 2-process runs: a rank that saw the main process's
-    # freshly saved folder skipped the barrier the main process was waiting in.)
-    on_main(train_once)
-    return TargetTokenizer.load(folder)
+    # a resumed run keeps its vocabulary; every process loads the files the main one wrote
+    return TargetTokenizer.load(made_once_on_main(folder, train))
 
 
 def build_model(cfg: PretrainTextConfig, vocab_size: int) -> MBartForConditionalGeneration:

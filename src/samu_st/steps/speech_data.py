@@ -53,6 +53,21 @@ def on_main(fn: Callable[[], T]) -> T | None:
     return result
 
 
+def made_once_on_main(folder: Path, make: Callable[[], None], reuse: bool = True) -> Path:
+    """``folder`` as every process will read it: the main process alone decides whether to
+    (re)make it (``reuse`` and already there: keep it) and runs ``make``; then all wait.
+
+    The decision must be the main process's: a rank testing ``folder`` itself can see the main
+    process's fresh save, skip the barrier in :func:`on_main` and hang the job."""
+
+    def once() -> None:
+        if not (reuse and folder.is_dir()):
+            make()
+
+    on_main(once)
+    return folder
+
+
 def final_dir(out_dir: str | Path) -> Path:
     """Where a step exports the model the next step loads: ``<out_dir>/final``."""
     return Path(out_dir) / "final"

@@ -42,6 +42,7 @@ from samu_st.steps.speech_data import (
     dev_dataset,
     eval_loader,
     final_dir,
+    made_once_on_main,
     on_main,
     seed_model_init,
     train_data,
@@ -99,17 +100,12 @@ def target_tokenizer(
     if folder is not None:
         return TargetTokenizer.load(folder)
     saved = out_dir / TOKENIZER
-    # The main process decides whether to train (a resumed run keeps its vocabulary), trains and
-    # saves; all load the saved files, so every rank, the checkpoints and the export share one
-    # vocabulary. (The decision is the main process's alone: a rank testing the folder itself
-    # can see the main process's fresh save, skip the barrier of on_main and hang the job.)
 
-    def train_once() -> None:
-        if not (resume and saved.is_dir()):
-            train_target_tokenizer(texts, cfg.tokenizer_vocab_size).save(saved)
+    # One tokenizer for every rank, the checkpoints and the export; a resumed run keeps it.
+    def train() -> None:
+        train_target_tokenizer(texts, cfg.tokenizer_vocab_size).save(saved)
 
-    on_main(train_once)
-    return TargetTokenizer.load(saved)
+    return TargetTokenizer.load(made_once_on_main(saved, train, reuse=resume))
 
 
 def build_st_model(cfg: TrainSTConfig, tokenizer: TargetTokenizer, ctc_classes: int = 0) -> STModel:
