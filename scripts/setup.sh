@@ -13,6 +13,7 @@ fi
 PY=${PYTHON:-python3}
 # The CPU build of torch lies on local disk; pin it before anything else can pull a CUDA build.
 $PY -m pip install -q "torch==2.13.0"
-$PY -m pip install -q -e ".[dev,lm,bench]"
+# Every other version is pinned: the results in the README depend on them.
+$PY -m pip install -q -c constraints.txt -e ".[dev,lm,bench]"
 # n-gram LM beam search (pyctcdecode): its numpy<2 pin is stale, so no deps from it.
-$PY -m pip install -q --no-deps "pyctcdecode==0.5.0"
+$PY -m pip install -q -c constraints.txt --no-deps "pyctcdecode==0.5.0"
