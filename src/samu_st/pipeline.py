@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from samu_st.config import apply_overrides, from_dict, load_yaml, to_dict
+from samu_st.content_id import DigestCache, identities
 from samu_st.errors import ConfigError, SamuError
 from samu_st.grid import SYSTEMS, TABLES, System, systems_for
 
@@ -49,6 +50,13 @@ class GpuEstimateConfig:
 
     peak_tflops: float = 312.0  # bf16 dense peak of the GPU (A100: 312; H100 SXM: 989)
     mfu: float = 0.35  # assumed model FLOP utilisation
+    # GPUs of the job: an update is data.update_duration seconds over all of them, or, where a
+    # step leaves that unset, max_duration × grad_accum on EACH of them.
+    gpus: int = 8
+
+    def __post_init__(self) -> None:
+        if self.gpus < 1 or self.peak_tflops <= 0 or not 0 < self.mfu <= 1:
+            raise ConfigError("pipeline.estimate: gpus >= 1, peak_tflops > 0, 0 < mfu <= 1")
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,15 @@ class PipelineConfig:
     engine: Literal["generate", "samu"] = "samu"
     max_eval_utterances: int = 0  # per language; 0 = all
     seed: int = 1  # seed of every step (overrides the steps file)
+    # Transcribed speech of step 2 (distill) and of the CTC baseline / cascade ASR (train_ctc):
+    # `section`: the manifests their own sections list (the paper: Common Voice 8, 53
+    # languages, not the ST corpus); `corpus`: the ST corpus above (the mini path, whose
+    # transcribed speech IS the ST corpus). Either way the dry run checks the paths.
+    asr_data: Literal["corpus", "section"] = "corpus"
     estimate: GpuEstimateConfig = field(default_factory=GpuEstimateConfig)
+    # `key=value` overrides of the step sections (first key a section name, e.g.
+    # `train_st.train.max_steps=3`), applied wherever a stage reads its section (and hashed).
+    step_overrides: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -82,14 +98,37 @@ class PipelineConfig:
             raise ConfigError(f"pipeline.tables: unknown {unknown}; valid: {sorted(TABLES)}")
 
 
+# The sections of a steps file a pipeline stage reads (see samu_st.pipeline_stages).
+STEP_SECTIONS = ("pretrain", "distill", "train_ctc", "pretrain_text", "train_mt", "train_st")
+
+
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(pipeline, steps)``: overrides whose first key names a step section go to the steps
+    (``train_st.train.max_steps=3``); ``pipeline.`` prefixes are accepted and dropped."""
+    own: list[str] = []
+    steps: list[str] = []
+    for text in overrides:
+        head = text.split("=", 1)[0].split(".", 1)[0].strip()
+        if head in STEP_SECTIONS:
+            steps.append(text)
+        else:
+            own.append(text.removeprefix("pipeline."))
+    return own, steps
+
+
 def load_pipeline_config(path: str | Path, overrides: Sequence[str] = ()) -> PipelineConfig:
-    """The ``pipeline:`` section of ``path`` (or the whole file when it has none)."""
+    """The ``pipeline:`` section of ``path`` (or the whole file when it has none), with
+    ``overrides`` of the pipeline section or (first key a step section) of the steps."""
     data = load_yaml(path)
     section = data.get("pipeline", data)
     if not isinstance(section, dict):
         raise ConfigError(f"{path}:pipeline: expected a mapping")
     where = f"{path}:pipeline" if "pipeline" in data else str(path)
-    return from_dict(PipelineConfig, apply_overrides(dict(section), overrides), where=where)
+    own, steps = split_overrides(overrides)
+    raw = apply_overrides(dict(section), own)
+    if steps:
+        raw["step_overrides"] = [*raw.get("step_overrides", ()), *steps]
+    return from_dict(PipelineConfig, raw, where=where)
 
 
 @dataclass
@@ -104,6 +143,10 @@ class Stage:
     # True for training stages: under `accelerate launch`/`torchrun` every process runs them
     # (data-parallel). Other stages (corpus, evaluation, report) run on the main process only.
     collective: bool = False
+    # Files/folders from outside the pipeline this stage reads (checkpoints, manifests, the
+    # teacher): hashed by content into the stage's key, so a replacement at the same path
+    # reruns it (see samu_st.content_id).
+    inputs: tuple[str, ...] = ()
 
 
 @dataclass
@@ -245,8 +288,12 @@ def execute(
     keys: dict[str, str] = {}
     rerun: set[str] = set()
     total = len(stages)
+    # beside stages/, whose *.json files are the stage markers
+    digests = DigestCache(ctx.root / "input-digests.json", writable=procs.main)
     for i, stage in enumerate(stages, start=1):
-        key = _hash([stage.fingerprint, [keys.get(d) for d in stage.deps]])
+        inputs = identities(stage.inputs, digests)
+        digests.save()
+        key = _hash([stage.fingerprint, [keys.get(d) for d in stage.deps], inputs])
         keys[stage.name] = key
         procs.barrier()  # every process is done with the previous stage ...
         done = None if rerun & set(stage.deps) else _done(ctx.root, stage, key)
@@ -286,8 +333,9 @@ def execute(
         if procs.main:
             _write_marker(
                 _marker(ctx.root, stage.name),
-                {"stage": stage.name, "key": key, "output": str(output), "seconds": seconds},
-            )
+                {"stage": stage.name, "key": key, "output": str(output), "seconds": seconds,
+                 "inputs": inputs},
+            )  # fmt: skip
         say(f"[{i}/{total}] {stage.name}: finished in {seconds:.0f} s → {output}")
     return dict(ctx.outputs)
 

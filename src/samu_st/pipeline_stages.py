@@ -35,9 +35,14 @@ def unlabeled_manifests(cfg: PipelineConfig) -> list[str]:
     )
 
 
+def steps_data(cfg: PipelineConfig) -> dict[str, Any]:
+    """The steps file as raw data, with the command line's step-section overrides applied."""
+    return apply_overrides(load_yaml(cfg.steps), cfg.step_overrides)
+
+
 def step_config(cls: type[T], cfg: PipelineConfig, section: str, overrides: Sequence[str]) -> T:
-    """The ``section`` of the steps file with the grid's overrides applied."""
-    data = load_yaml(cfg.steps)
+    """The ``section`` of the steps file with the user's and the grid's overrides applied."""
+    data = steps_data(cfg)
     if section not in data or not isinstance(data[section], dict):
         raise ConfigError(f"{cfg.steps}: no `{section}:` section (needed by the pipeline)")
     raw = apply_overrides(dict(data[section]), [*overrides, f"train.seed={cfg.seed}"])
@@ -53,8 +58,32 @@ def _has_dev(data: dict[str, Any]) -> bool:
 
 
 def _section(cfg: PipelineConfig, section: str) -> dict[str, Any]:
-    data = load_yaml(cfg.steps).get(section, {})
+    data = steps_data(cfg).get(section, {})
     return data if isinstance(data, dict) else {}
+
+
+def asr_manifest_overrides(cfg: PipelineConfig, section: str) -> list[str]:
+    """Where step 2 / the CTC baseline read transcribed speech (``pipeline.asr_data``): their
+    own section's manifests (the paper: Common Voice), or the ST corpus (the mini path)."""
+    if cfg.asr_data == "section":
+        return []
+    corpus = _list([str(corpus_dir(cfg))])
+    data = _section(cfg, section)
+    keys = ("data", *(k for k in ("dev", "test") if isinstance(data.get(k), dict)))
+    return [f"{k}.manifests={corpus}" for k in keys]
+
+
+def asr_manifests(cfg: PipelineConfig, section: str) -> list[str]:
+    """The manifests (train, dev, test) ``section`` reads under ``pipeline.asr_data``."""
+    if cfg.asr_data == "corpus":
+        return [str(corpus_dir(cfg))]
+    data = _section(cfg, section)
+    found: list[str] = []
+    for key in ("data", "dev", "test"):
+        part = data.get(key)
+        if isinstance(part, dict):
+            found += [str(m) for m in part.get("manifests", ()) if str(m) not in found]
+    return found
 
 
 def _manifest_overrides(cfg: PipelineConfig, section: str) -> list[str]:
@@ -100,7 +129,7 @@ def stage_distill(ctx: Context) -> Path:
     from samu_st.steps.distill import DistillConfig, run_distill
 
     over = [f"out_dir={ctx.out('distill')}", f"encoder.pretrained={ssl_encoder(ctx)}"]
-    over += _manifest_overrides(ctx.cfg, "distill")
+    over += asr_manifest_overrides(ctx.cfg, "distill")
     folder = run_distill(step_config(DistillConfig, ctx.cfg, "distill", over), resume=True)
     return folder / "encoder"
 
@@ -108,14 +137,8 @@ def stage_distill(ctx: Context) -> Path:
 def stage_ctc(ctx: Context) -> Path:
     from samu_st.steps.train_ctc import TrainCtcConfig, run_train_ctc
 
-    corpus = str(corpus_dir(ctx.cfg))
-    over = [
-        f"out_dir={ctx.out('ctc')}",
-        f"encoder.pretrained={ssl_encoder(ctx)}",
-        f"data.manifests={_list([corpus])}",
-    ]
-    section = _section(ctx.cfg, "train_ctc")
-    over += [f"{k}.manifests={_list([corpus])}" for k in ("dev", "test") if k in section]
+    over = [f"out_dir={ctx.out('ctc')}", f"encoder.pretrained={ssl_encoder(ctx)}"]
+    over += asr_manifest_overrides(ctx.cfg, "train_ctc")
     return run_train_ctc(step_config(TrainCtcConfig, ctx.cfg, "train_ctc", over), resume=True)
 
 
@@ -210,10 +233,36 @@ def stage_report(ctx: Context) -> Path:
     return out
 
 
+def _given(*paths: object) -> tuple[str, ...]:
+    return tuple(str(p) for p in paths if p)
+
+
+def stage_inputs(cfg: PipelineConfig) -> dict[str, tuple[str, ...]]:
+    """The outside files each stage reads, hashed by content into its key (outputs of other
+    stages are covered by their keys). The mini corpus is an output, not an input."""
+    given = cfg.corpus.kind == "manifests"
+    teacher = _section(cfg, "distill").get("teacher") or {}
+    tokenizer = (_section(cfg, "train_st").get("model") or {}).get("tokenizer")
+    asr = cfg.asr_data == "section"
+    return {
+        "corpus": _given(cfg.corpus.path) + cfg.corpus.unlabeled if given else (),
+        "pretrain": (),
+        "distill": _given(
+            cfg.encoder_pretrained,
+            teacher.get("path") if isinstance(teacher, dict) else None,
+            *(asr_manifests(cfg, "distill") if asr else ()),
+        ),
+        "ctc": _given(cfg.encoder_pretrained, *(asr_manifests(cfg, "train_ctc") if asr else ())),
+        "mt": _given(cfg.mt_pretrained),
+        "st": _given(cfg.encoder_pretrained, cfg.decoder_pretrained, tokenizer),
+    }
+
+
 def build_stages(cfg: PipelineConfig) -> list[Stage]:
     """The stages the configured systems need, in dependency order."""
     chosen = systems_for(cfg.systems)
     inits = {s.encoder_init for s in chosen}
+    inputs = stage_inputs(cfg)
     stages: list[Stage] = [
         Stage(
             "corpus",
@@ -221,6 +270,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
             stage_corpus,
             f"corpus ({cfg.corpus.kind}) at {cfg.corpus.path}",
             to_dict(cfg.corpus),
+            inputs=inputs["corpus"],
         ),
     ]
     base: tuple[str, ...] = ("corpus",)
@@ -243,8 +293,9 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
                 base,
                 stage_distill,
                 "step 2: SAMU semantic distillation",
-                _section(cfg, "distill"),
+                {"section": _section(cfg, "distill"), "asr_data": cfg.asr_data},
                 collective=True,
+                inputs=inputs["distill"],
             )
         )
     if "ctc" in inits:
@@ -254,8 +305,9 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
                 base,
                 stage_ctc,
                 "CTC fine-tuning (ctc-xlsr / cascade ASR)",
-                _section(cfg, "train_ctc"),
+                {"section": _section(cfg, "train_ctc"), "asr_data": cfg.asr_data},
                 collective=True,
+                inputs=inputs["ctc"],
             )
         )
     text: tuple[str, ...] = ()
@@ -280,6 +332,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
                 "cascade MT: MBART text translation",
                 {**_section(cfg, "train_mt"), "mt": cfg.mt_pretrained},
                 collective=cfg.mt_pretrained is None,
+                inputs=inputs["mt"],
             )
         )
     for system in chosen:
@@ -293,6 +346,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
                     f"step 3: {system.name}",
                     {"section": _section(cfg, "train_st"), "system": to_dict(system)},
                     collective=True,
+                    inputs=inputs["st"],
                 )
             )
             deps: tuple[str, ...] = (f"st:{system.name}",)

@@ -1,10 +1,12 @@
 """``samu-st pipeline CONFIG --dry-run``: validate every path the grid will read, print the
 plan with parameter counts, and estimate GPU-hours — without running anything.
 
-The estimate counts ``k · N · frames`` FLOPs per training step (``k`` = 6 when the encoder
+The estimate counts ``k · N · frames`` FLOPs per update (``k`` = 6 when the encoder
 trains, 4 when it is frozen and only adapters/decoder parts need weight gradients), with
-``N`` the translator's parameters, 50 encoder frames per second of audio, and
-``max_duration`` seconds of audio per batch; divided by ``peak_tflops × mfu``. It is a
+``N`` the translator's parameters, 50 encoder frames per second of audio, and the seconds of
+audio of one update over all GPUs (``data.update_duration``, or ``max_duration`` ×
+``grad_accum`` × ``estimate.gpus`` where that is unset: then every GPU takes a full batch);
+divided by ``peak_tflops × mfu`` of one GPU, so it is GPU-hours summed over the GPUs. It is a
 planning number, not a measurement.
 """
 
@@ -16,8 +18,9 @@ from pathlib import Path
 
 from samu_st.config import load_yaml
 from samu_st.errors import ConfigError, ModelLoadError
+from samu_st.grid import systems_for
 from samu_st.pipeline import PipelineConfig, Stage
-from samu_st.pipeline_stages import build_stages, corpus_dir
+from samu_st.pipeline_stages import asr_manifests, build_stages, corpus_dir
 
 FRAMES_PER_SECOND = 50.0  # wav2vec2 / XLS-R: one frame per 20 ms
 
@@ -103,6 +106,7 @@ def check_paths(cfg: PipelineConfig) -> list[Problem]:
     for key, path, kind, needs in checks:
         if path is not None and (msg := check_folder(str(path), kind, needs)):
             problems.append(Problem(key, msg))
+    problems += check_asr_data(cfg)
     if cfg.corpus.kind == "manifests":
         folder = corpus_dir(cfg)
         for split in ("train", "dev", cfg.eval_split):
@@ -115,6 +119,38 @@ def check_paths(cfg: PipelineConfig) -> list[Problem]:
                     )
                 )
     return problems
+
+
+def check_asr_data(cfg: PipelineConfig) -> list[Problem]:
+    """The transcribed speech step 2 and the CTC baseline read (``pipeline.asr_data``)."""
+    if cfg.asr_data != "section":
+        return []
+    needed = {s.encoder_init for s in systems_for(cfg.systems)}
+    problems = []
+    for section, init in (("distill", "samu"), ("train_ctc", "ctc")):
+        if init not in needed:
+            continue
+        for entry in asr_manifests(cfg, section):
+            path = Path(entry)
+            if not path.exists():
+                problems.append(Problem(
+                    f"{section}.data.manifests",
+                    f"{path}: not found (transcribed speech, e.g. `samu-st prepare "
+                    "commonvoice ...`; pipeline.asr_data is `section`)",
+                ))  # fmt: skip
+            elif path.is_dir() and not any(path.rglob("*.jsonl")):
+                problems.append(Problem(f"{section}.data.manifests", f"{path}: no .jsonl"))
+    return problems
+
+
+def stage_reads(cfg: PipelineConfig, stage: Stage) -> str:
+    """What a training stage reads, for the plan (the data sources are the silent part)."""
+    section = {"distill": "distill", "ctc": "train_ctc"}.get(stage.name)
+    if section is not None:
+        return ", ".join(asr_manifests(cfg, section))
+    if stage.name.startswith("st:") or stage.name in ("pretrain_text", "mt"):
+        return str(corpus_dir(cfg))
+    return ""
 
 
 def translator_counts(cfg: PipelineConfig) -> dict[str, tuple[int, int]]:
@@ -140,10 +176,19 @@ def gpu_hours(cfg: PipelineConfig, stage: Stage, params: int, frozen_encoder: bo
     section = stage.fingerprint.get("section", stage.fingerprint)
     train = section.get("train", {}) if isinstance(section, dict) else {}
     data = section.get("data", {}) if isinstance(section, dict) else {}
-    steps = int(train.get("max_steps", 1000)) * int(train.get("grad_accum", 1))
-    audio = float(data.get("max_duration", 60.0))
+    steps = int(train.get("max_steps", 1000))
+    audio = update_seconds(data, int(train.get("grad_accum", 1)), cfg.estimate.gpus)
     flops = (4 if frozen_encoder else 6) * params * FRAMES_PER_SECOND * audio * steps
     return flops / (cfg.estimate.peak_tflops * 1e12 * cfg.estimate.mfu) / 3600
+
+
+def update_seconds(data: dict[str, object], grad_accum: int, gpus: int) -> float:
+    """Seconds of speech per update over all ``gpus``: ``data.update_duration`` when set
+    (divided among the GPUs), else ``max_duration`` × ``grad_accum`` on each GPU."""
+    update = float(str(data.get("update_duration", 0.0) or 0.0))
+    if update > 0:
+        return update
+    return float(str(data.get("max_duration", 60.0))) * grad_accum * gpus
 
 
 def dry_run(cfg: PipelineConfig) -> tuple[str, list[Problem]]:
@@ -171,6 +216,8 @@ def dry_run(cfg: PipelineConfig) -> tuple[str, list[Problem]]:
                 f"  [{total / 1e6:.1f}M params, {trainable / 1e6:.1f}M trainable,"
                 f" ~{hours:.1f} GPU-h]"
             )
+        if reads := stage_reads(cfg, stage):
+            line += f"\n      reads {reads}"
         lines.append(line)
     lines += [
         "",

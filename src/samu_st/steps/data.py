@@ -7,6 +7,7 @@ adds targets differs, so this module is shared and the steps pass their collate 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,7 +28,14 @@ class DataConfig:
     manifests: tuple[str, ...] = ()  # .jsonl files, or folders holding <split>/<lang>.jsonl
     split: str = "train"  # split subfolder used when a folder is given
     languages: tuple[str, ...] = ()  # keep only these source languages; empty = all
-    max_duration: float = 60.0  # seconds of padded speech per batch (paper: 600 = 10 min)
+    # Seconds of padded speech in one micro-batch of ONE process (what fits in its memory).
+    max_duration: float = 60.0
+    # Seconds of speech per optimizer update summed over ALL processes (the paper's "batches
+    # of 10 minutes": 600). Each of W processes takes update_duration / W per update, split into
+    # gradient-accumulation micro-batches of at most max_duration (train.grad_accum must then
+    # stay 1). 0: unset, each process takes max_duration × train.grad_accum per update, so the
+    # update grows with the number of processes.
+    update_duration: float = 0.0
     max_batch_size: int = 0  # utterances per batch; 0 = no limit
     max_utterance_seconds: float = 30.0  # longer clips are dropped (and counted) before training
     speed_factors: tuple[float, ...] = (1.0,)  # speed perturbation (paper step 2: 0.9 1.0 1.1)
@@ -40,6 +48,8 @@ class DataConfig:
             raise ConfigError(f"data.split: must be one of {list(SPLITS)}, got {self.split!r}")
         if self.max_duration <= 0:
             raise ConfigError("data.max_duration: must be > 0")
+        if self.update_duration < 0:
+            raise ConfigError("data.update_duration: must be >= 0 (0 = unset)")
         if self.language_temperature < 0:
             raise ConfigError("data.language_temperature: must be >= 0")
 
@@ -125,3 +135,32 @@ def build_sampler(
         world_size=world_size,
         drop_last=shuffle,
     )
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How one optimizer update is formed on ``world`` processes."""
+
+    micro_duration: float  # padded seconds per micro-batch on one process
+    grad_accum: int  # micro-batches per update on each process
+    world: int  # processes
+
+    @property
+    def update_duration(self) -> float:
+        """Padded seconds of speech per update over all processes (an upper bound)."""
+        return self.micro_duration * self.grad_accum * self.world
+
+
+def resolve_batching(cfg: DataConfig, grad_accum: int, world: int) -> Batching:
+    """The micro-batch size and accumulation that give ``cfg.update_duration`` seconds per
+    update on ``world`` processes (or, unset, ``max_duration`` × ``grad_accum`` per process)."""
+    if cfg.update_duration <= 0:
+        return Batching(cfg.max_duration, grad_accum, world)
+    if grad_accum != 1:
+        raise ConfigError(
+            "data.update_duration sets the accumulation itself: leave train.grad_accum at 1 "
+            f"(got {grad_accum}), or unset update_duration"
+        )
+    per_process = cfg.update_duration / world
+    accum = max(1, math.ceil(per_process / cfg.max_duration - 1e-9))
+    return Batching(per_process / accum, accum, world)

@@ -205,7 +205,7 @@ def _export(model: DistillModel, folder: Path, result: TrainResult, cfg: Distill
 
 def run_distill(cfg: DistillConfig, resume: bool = False) -> Path:
     """Train step 2 as ``cfg`` says; returns ``<out_dir>/final`` (a SAMU model folder)."""
-    dataset, sampler = train_data(cfg.data, cfg.train)
+    dataset, sampler, train_cfg = train_data(cfg.data, cfg.train)
     dev_set = dev_dataset(cfg.dev)
     field_ = cfg.teacher.text_field
     texts = [utterance_texts(dataset, field_)]
@@ -231,7 +231,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False) -> Path:
     val_candidates = tables[1].embeddings if dev_set is not None else None
     blank = vocab[PAD_TOKEN] if vocab else 0
     task = DistillTask(cfg.head_lr, cfg.aux_ctc_weight, blank, val_candidates)
-    result = train(task, model, dataset, collate, sampler, cfg.train, cfg.out_dir, resume,
+    result = train(task, model, dataset, collate, sampler, train_cfg, cfg.out_dir, resume,
                    val_loader, run_config=cfg)  # fmt: skip
     folder = final_dir(cfg.out_dir)
     on_main(lambda: _export(model, folder, result, cfg))

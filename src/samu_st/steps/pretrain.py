@@ -115,7 +115,7 @@ def export_encoder(model: Wav2Vec2ForPreTraining, folder: Path) -> Path:
 
 def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
     """Train step 1 as ``cfg`` says; returns ``<out_dir>/final`` (the encoder folder)."""
-    dataset, sampler = train_data(cfg.data, cfg.train)
+    dataset, sampler, train_cfg = train_data(cfg.data, cfg.train)
     dev_set = dev_dataset(cfg.dev)
     val_loader = None
     if cfg.dev is not None and dev_set is not None:
@@ -130,7 +130,7 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
         float(dataset.durations.sum()) / 60,
         sum(p.numel() for p in model.parameters() if p.requires_grad),
     )
-    train(task, model, dataset, collate_audio, sampler, cfg.train, cfg.out_dir, resume,
+    train(task, model, dataset, collate_audio, sampler, train_cfg, cfg.out_dir, resume,
           val_loader, run_config=cfg)  # fmt: skip
     folder = final_dir(cfg.out_dir)
     on_main(lambda: export_encoder(model.cpu(), folder))

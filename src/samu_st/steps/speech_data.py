@@ -3,7 +3,10 @@ seeding before a model is built, and running the export on the main process only
 
 from __future__ import annotations
 
+import logging
+import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,17 +16,40 @@ from torch.utils.data import DataLoader
 
 from samu_st.data.dataset import SpeechDataset
 from samu_st.data.sampler import DurationBatchSampler
-from samu_st.steps.data import DataConfig, build_sampler, load_dataset
+from samu_st.steps.data import DataConfig, build_sampler, load_dataset, resolve_batching
 from samu_st.training import TrainConfig, process_rank_and_count
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+# Written into a folder made by made_once_on_main after its maker returned.
+MADE_MARK = ".complete"
 
 
-def train_data(cfg: DataConfig, train: TrainConfig) -> tuple[SpeechDataset, DurationBatchSampler]:
-    """The training dataset and THIS process's batch sampler (its rank's share)."""
+def batched(cfg: DataConfig, train: TrainConfig) -> tuple[DataConfig, TrainConfig]:
+    """``cfg`` and ``train`` with the micro-batch size and accumulation that
+    ``data.update_duration`` implies on this job's processes (unchanged when it is unset)."""
+    _, world = process_rank_and_count(train)
+    plan = resolve_batching(cfg, train.grad_accum, world)
+    if cfg.update_duration > 0:
+        log.info(
+            "batches: %.0f s of speech per update = %d process(es) × %d micro-batch(es) of "
+            "<= %.1f s", cfg.update_duration, world, plan.grad_accum, plan.micro_duration,
+        )  # fmt: skip
+    return (
+        replace(cfg, max_duration=plan.micro_duration),
+        replace(train, grad_accum=plan.grad_accum),
+    )
+
+
+def train_data(
+    cfg: DataConfig, train: TrainConfig
+) -> tuple[SpeechDataset, DurationBatchSampler, TrainConfig]:
+    """The training dataset, THIS process's batch sampler (its rank's share) and the train
+    config with the accumulation of ``data.update_duration`` (see :func:`batched`)."""
+    cfg, train = batched(cfg, train)
     dataset = load_dataset(cfg, train=True)
     rank, world = process_rank_and_count(train)
-    return dataset, build_sampler(cfg, dataset, rank=rank, world_size=world)
+    return dataset, build_sampler(cfg, dataset, rank=rank, world_size=world), train
 
 
 def dev_dataset(cfg: DataConfig | None) -> SpeechDataset | None:
@@ -58,11 +84,18 @@ def made_once_on_main(folder: Path, make: Callable[[], None], reuse: bool = True
     (re)make it (``reuse`` and already there: keep it) and runs ``make``; then all wait.
 
     The decision must be the main process's: a rank testing ``folder`` itself can see the main
-    process's fresh save, skip the barrier in :func:`on_main` and hang the job."""
+    process's fresh save, skip the barrier in :func:`on_main` and hang the job. A folder counts
+    as made only with its completion mark (written after ``make`` returned): one left half
+    written by a killed run is made again, never loaded."""
 
     def once() -> None:
-        if not (reuse and folder.is_dir()):
-            make()
+        mark = folder / MADE_MARK
+        if reuse and mark.is_file():
+            return
+        if folder.exists():
+            shutil.rmtree(folder)  # half written (killed mid-save), or not to be reused
+        make()
+        mark.write_text("complete\n", encoding="utf-8")
 
     on_main(once)
     return folder

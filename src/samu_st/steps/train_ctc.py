@@ -45,7 +45,7 @@ from samu_st.metrics import cer, wer
 from samu_st.models.ctc import build_ctc_model, ctc_encoder, save_ctc_model
 from samu_st.models.encoder import EncoderConfig
 from samu_st.steps.data import DataConfig, build_sampler, load_dataset
-from samu_st.steps.speech_data import seed_model_init
+from samu_st.steps.speech_data import batched, seed_model_init
 from samu_st.steps.tasks_ctc import (
     CtcCollator,
     CtcTask,
@@ -340,6 +340,8 @@ def run_train_ctc(cfg: TrainCtcConfig, resume: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if not cfg.data.manifests:
         cfg = replace(cfg, data=replace(cfg.data, manifests=import_sources(cfg)))
+    data_cfg, train_cfg = batched(cfg.data, cfg.train)  # data.update_duration → accumulation
+    cfg = replace(cfg, data=data_cfg, train=train_cfg)
     datas = {
         "train": cfg.data,
         "dev": _eval_config(cfg, cfg.dev, "dev"),

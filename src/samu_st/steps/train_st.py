@@ -168,7 +168,7 @@ def run_train_st_result(cfg: TrainSTConfig, resume: bool = False) -> tuple[Path,
             "(--resume) or choose another output folder"
         )
     out.mkdir(parents=True, exist_ok=True)
-    dataset, sampler = train_data(cfg.data, cfg.train)
+    dataset, sampler, train_cfg = train_data(cfg.data, cfg.train)
     tokenizer = target_tokenizer(cfg, [u.target_text for u in dataset.utterances], out, resume)
     chars = char_encoder(cfg, dataset) if cfg.aux_ctc_weight > 0 else None
     if chars is not None:
@@ -194,7 +194,7 @@ def run_train_st_result(cfg: TrainSTConfig, resume: bool = False) -> tuple[Path,
         cfg.model.decoder.trainable,
     )
     result = train(
-        task, model, dataset, collator, sampler, cfg.train, out, resume, val_loader, run_config=cfg
+        task, model, dataset, collator, sampler, train_cfg, out, resume, val_loader, run_config=cfg
     )
     final = final_dir(out)
     on_main(lambda: export(model, tokenizer, cfg, train_hours(dataset), final))

@@ -79,7 +79,9 @@ class TrainConfig:
     seed: int = 1  # seeds python, numpy and torch at the start (plus the process index)
     max_nonfinite_in_a_row: int = 5  # stop after this many consecutive skipped updates
     num_workers: int = 0  # DataLoader worker processes
-    find_unused_parameters: bool = False  # DDP: only if some TRAINABLE params get no gradient
+    # DDP: search for TRAINABLE parameters without gradient (on by itself when the model drops
+    # layers, see samu_st.training.loop.drops_layers; set it for other partial graphs).
+    find_unused_parameters: bool = False
     tensorboard: bool = True  # write tensorboard scalars under <out_dir>/tensorboard
     progress_bar: bool = True  # tqdm bar (shown only on a terminal, main process)
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimiser

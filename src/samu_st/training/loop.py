@@ -94,8 +94,26 @@ def process_rank_and_count(cfg: TrainConfig) -> tuple[int, int]:
     return state.process_index, state.num_processes
 
 
-def make_accelerator(cfg: TrainConfig) -> Accelerator:
-    """A fresh Accelerator for ``cfg`` (one process may train several steps in a row)."""
+_LAYERDROP_FIELDS = ("layerdrop", "encoder_layerdrop", "decoder_layerdrop")
+
+
+def drops_layers(model: nn.Module) -> bool:
+    """True when a submodule skips whole layers at random in training (wav2vec2's
+    ``layerdrop``, 0.1 in the XLS-R checkpoints; MBART's ``decoder_layerdrop``). On such an
+    update the skipped layers' trainable parameters (weights, adapters) get no gradient, and
+    DDP must search for them (``find_unused_parameters``) or it fails at the next update."""
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        for name in _LAYERDROP_FIELDS:
+            value = getattr(config, name, 0.0) if config is not None else 0.0
+            if isinstance(value, int | float) and value > 0:
+                return True
+    return False
+
+
+def make_accelerator(cfg: TrainConfig, find_unused: bool = False) -> Accelerator:
+    """A fresh Accelerator for ``cfg`` (one process may train several steps in a row);
+    ``find_unused``: DDP searches for parameters without gradient (also if the config asks)."""
     # Accelerate keeps precision and accumulation in process-wide singletons that refuse a
     # change; a pipeline running steps with different settings in one process must reset them.
     AcceleratorState._reset_state()
@@ -104,7 +122,9 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     plugin = GradientAccumulationPlugin(
         num_steps=cfg.grad_accum, adjust_scheduler=False, sync_with_dataloader=False
     )
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.find_unused_parameters)
+    ddp = DistributedDataParallelKwargs(
+        find_unused_parameters=cfg.find_unused_parameters or find_unused
+    )
     return Accelerator(
         cpu=use_cpu,
         mixed_precision=resolve_precision(cfg, on_gpu=not use_cpu),
@@ -404,7 +424,9 @@ def train(
     The model is trained in place (on the training device).
     """
     out_dir = Path(out_dir)
-    acc = make_accelerator(cfg)
+    acc = make_accelerator(cfg, find_unused=drops_layers(model))
+    if acc.num_processes > 1 and drops_layers(model) and not cfg.find_unused_parameters:
+        log.info("layerdrop > 0: DDP searches for parameters a skipped layer left unused")
     set_seed(cfg.seed, device_specific=True)
     with locked_folder(out_dir, acc.is_main_process, lambda ok: _all_ok(acc, ok)):
         pin = acc.device.type == "cuda"
