@@ -30,7 +30,23 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         if info.name.startswith("cmd_"):
             importlib.import_module(f"{__name__}.{info.name}").register(sub)
+    _in_workflow_order(sub)
     return parser
+
+
+# `samu-st --help` lists commands as a user meets them: the whole job, data, the three steps
+# and the baselines, then using and inspecting models. Unlisted commands come last, by name.
+WORKFLOW = (
+    "demo", "pipeline", "prepare", "prepare-irish", "data", "pretrain", "distill",
+    "pretrain-text", "train-st", "train-ctc", "evaluate", "translate", "transcribe", "export",
+    "report", "model-summary",
+)  # fmt: skip
+
+
+def _in_workflow_order(sub: argparse._SubParsersAction) -> None:
+    rank = {name: i for i, name in enumerate(WORKFLOW)}
+    # argparse prints the help lines in the order of this (private but stable) list
+    sub._choices_actions.sort(key=lambda a: (rank.get(a.dest, len(rank)), a.dest))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
