@@ -137,6 +137,11 @@ class RunLogger:
         self.bar = tqdm(
             total=total_steps, initial=start_step, disable=not show, dynamic_ncols=True, unit="upd"
         )
+        # Off a terminal (a piped `make demo`, a cluster job's log) the bar is invisible:
+        # a log line at every tenth of the run instead.
+        self._lines = enabled and progress and not show
+        self._total = total_steps
+        self._next_line = start_step + max(1, total_steps // 10)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -147,6 +152,10 @@ class RunLogger:
             self._tensorboard(record)
         if record.get("kind") == "train" and "loss" in record:
             self.bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
+            step = int(record.get("step", 0))
+            if self._lines and step >= self._next_line:
+                log.info("update %d/%d  loss %.4g", step, self._total, record["loss"])
+                self._next_line = step + max(1, self._total // 10)
 
     def _tensorboard(self, record: dict[str, Any]) -> None:
         kind, step = record.get("kind", "train"), int(record["step"])
