@@ -211,8 +211,20 @@ def test_invariants_property(
             assert b and padded_seconds(d, b) <= max_duration + 1e-9
             assert max_batch_size is None or len(b) <= max_batch_size
     seen = Counter(i for share in shares for i in ids(share))
-    if drop_last:
+    if drop_last and len(glob) < world_size:  # nothing to drop: every rank gets a batch
+        assert all(len(s) == 1 for s in shares) and set(seen) == set(range(len(d)))
+    elif drop_last:
         assert max(seen.values(), default=1) == 1
         assert len(d) - len(seen) <= sum(len(b) for b in glob[len(glob) - len(glob) % world_size :])
     else:
         assert set(seen) == set(range(len(d)))
+
+
+def test_fewer_batches_than_ranks_still_gives_every_rank_a_batch() -> None:
+    # one 8 s batch of tiny clips on 2 ranks: drop_last used to drop it, leaving both ranks an
+    # empty epoch ("the batch sampler yielded no batch") at the rehearsal's 300 s batches
+    shares = [
+        list(DurationBatchSampler([0.5] * 16, 300.0, rank=r, world_size=2, drop_last=True))
+        for r in range(2)
+    ]
+    assert [len(s) for s in shares] == [1, 1] and sorted(shares[0][0]) == sorted(shares[1][0])

@@ -12,7 +12,8 @@ near that of a global sort (about 2% on 0.5-3 s clips) while batch contents stil
 between epochs once the corpus is larger than a pool. Rank ``r`` of ``world_size`` takes
 batches ``r, r + world_size, ...`` of that one global list, so shares are disjoint; the list is
 first cut to a multiple of ``world_size`` (``drop_last=True``: the last few shuffled batches
-are dropped, a different random few each epoch) or extended with its first batches
+are dropped, a different random few each epoch, unless there are fewer batches than ranks) or
+extended with its first batches
 (``drop_last=False``: those utterances are seen twice), so every rank yields the same number
 of batches and no rank waits on a collective forever.
 
@@ -211,12 +212,12 @@ class DurationBatchSampler(Sampler[list[SampleKey]]):
             batches = self.global_batches()
             n, ws = len(batches), self.world_size
             if n % ws:
-                if self.drop_last:
+                if self.drop_last and n >= ws:
                     batches = batches[: n - n % ws]
                 elif batches:  # cyclic, in case there are fewer batches than ranks
+                    if n < ws:  # dropping would leave every rank an empty epoch
+                        log.warning("fewer batches (%d) than ranks (%d): some repeat", n, ws)
                     batches = batches + [batches[i % n] for i in range(ws - n % ws)]
-            if not batches:
-                log.warning("fewer batches (%d) than ranks (%d): this epoch is empty", n, ws)
             self._cache = (self.epoch, batches[self.rank :: ws])
         return self._cache[1]
 
