@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+import torch
+from transformers import GenerationConfig
 
 from fixtures_corpora import mini_corpus, quiet_train, tiny_corpus_config
 from samu_st import cascade
@@ -35,6 +37,7 @@ from samu_st.steps.train_ctc import TrainCtcConfig, run_train_ctc
 from samu_st.text import normalize_generic
 from samu_st.training import TrainConfig
 from samu_st.training.tracking import read_jsonl
+from standins.mbart50 import code_id, vocab_size, write_mbart50
 
 CORPUS = tiny_corpus_config(
     dev_per_language=2, test_per_language=3, train_speakers=3, dev_speakers=1
@@ -204,3 +207,53 @@ def test_evaluate_cascade_writes_the_results_schema(
         assert asr.wer.per_language[lang] == pytest.approx(wer(hyps, refs, normalize_generic))
     assert set(rows[0]) == {"id", "language", "transcript", "hypothesis", "reference"}
     assert (out / "results.md").is_file() and (out / "asr" / "hypotheses.jsonl").is_file()
+
+
+# -- the paper's cascade MT: a pristine MBART-50 many-to-one folder (stand-in) -----------------
+
+
+@pytest.fixture(scope="module")
+def mbart50_mt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # generation_config.json as released: early_stopping true, num_beams 5, max_length 200,
+    # forced en_XX and </s>
+    return write_mbart50(tmp_path_factory.mktemp("mbart50") / "mt")
+
+
+def test_mbart50_mt_searches_with_our_settings_not_the_checkpoints(
+    mbart50_mt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    translator = load_text_translator(mbart50_mt)
+    assert translator.format == "mbart50"
+    model: Any = translator.model
+    assert model.generation_config.early_stopping is True  # what the checkpoint says
+    used: list[GenerationConfig] = []
+    real = model._prepare_generation_config
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        config, model_kwargs = real(*args, **kwargs)
+        used.append(config)
+        assert model_kwargs["decoder_input_ids"][:, :2].tolist() == [[2, code_id("en_XX")]] * 2
+        return config, model_kwargs
+
+    monkeypatch.setattr(model, "_prepare_generation_config", spy)
+    opts = DecodeOptions(num_beams=2, length_penalty=0.7, max_new_tokens=6, max_batch_size=0)
+    out = translate_texts(translator, ["vingt trois", "dos"], ["fr", "ca"], opts)
+    assert len(out) == 2 and len(used) == 1
+    config = used[0]
+    assert config.early_stopping is False and config.num_beams == 2
+    assert config.length_penalty == 0.7 and config.max_new_tokens == 6
+    assert config.forced_bos_token_id is None and config.forced_eos_token_id is None
+    assert model.generation_config.early_stopping is True  # the model's own is left as it was
+
+
+def test_mbart50_mt_source_tokens_for_ca_and_cy_differ(mbart50_mt: Path) -> None:
+    translator = load_text_translator(mbart50_mt)
+    tok = translator.tokenizer
+    weight = cast(Any, translator.model).get_input_embeddings().weight.detach()
+    ca, cy = tok.lang_token_id("ca"), tok.lang_token_id("cy")
+    assert (ca, cy) == (vocab_size(), vocab_size() + 1)  # appended after <mask>
+    assert torch.equal(weight[ca], weight[code_id("es_XX")])  # Catalan starts as Spanish
+    assert torch.equal(weight[cy], weight[code_id("en_XX")])
+    assert float((weight[ca] - weight[cy]).norm()) > 0.05  # mean resizing: ~2.5e-6
+    ids = [mt_source_ids(tok, "u", lang, "mbart50", 64) for lang in ("ca", "cy")]
+    assert ids[0][0] == ca and ids[1][0] == cy

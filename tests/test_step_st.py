@@ -173,7 +173,8 @@ def test_train_export_resume_and_evaluate(corpus: Path, tmp_path: Path) -> None:
         "out_dir": str(out),
         "data": data,
         "dev": {**data, "split": "dev"},
-        "model": TINY_MODEL,
+        # a prefix other than the default: training, validation and export must all use it
+        "model": {**TINY_MODEL, "decoder": {"preset": "tiny", "prefix": "both"}},
         "train": {"max_steps": 4, "log_every": 2, "save_every": 2, "val_every": 2, **QUIET},
         "tokenizer_vocab_size": 50,
         "aux_ctc_weight": 0.3,
@@ -185,6 +186,10 @@ def test_train_export_resume_and_evaluate(corpus: Path, tmp_path: Path) -> None:
     final = out / "final"
     loaded = load_translator(final)
     assert loaded.config.encoder.mode == "adapters" and len(loaded.tokenizer) > 30
+    prefix = json.loads((final / "decoder_prefix.json").read_text())
+    tok = loaded.tokenizer
+    assert prefix["mode"] == "both" == loaded.config.decoder.prefix
+    assert prefix["prefix_ids"]["fr"] == [2, tok.lang_token_id("fr"), tok.lang_token_id("en")]
     assert not any("ctc" in name for name, _ in loaded.model.named_parameters())
     hours = json.loads((final / "train_hours.json").read_text())["train_hours"]
     assert set(hours) == {"fr", "de"} and all(0 < h < 0.01 for h in hours.values())

@@ -315,3 +315,22 @@ def test_model_kind_errors(model_dir: Path, ctc_dir: Path, tmp_path: Path) -> No
         model_kind(tmp_path)
     assert main(["transcribe", str(model_dir), "x.wav"]) == 2
     assert main(["translate", str(ctc_dir), "x.wav", "--language", "fr"]) == 2
+
+
+def test_translate_cli_language_accepts_mbart50_codes_and_rejects_unknown_ones(
+    model_dir: Path, corpus: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = corpus / "audio" / "fr1.wav"
+    outputs = {}
+    for code in ("fr", "fr_XX", "zh-CN", "zh_CN", "sv_SE"):
+        argv = ["translate", str(model_dir), str(clip), "--language", code, "--format", "jsonl"]
+        assert main([*argv, "--max-new-tokens", str(MAX_NEW)]) == 0, code
+        outputs[code] = json.loads(capsys.readouterr().out)["hypothesis"]
+    assert outputs["fr_XX"] == outputs["fr"] and outputs["zh_CN"] == outputs["zh-CN"]
+    for code in ("fr_FR", "xx", "hi_IN"):  # hi_IN: an MBART-50 code but no CoVoST-2 task
+        with pytest.raises(SystemExit) as exit_info:
+            main(["translate", str(model_dir), str(clip), "--language", code])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "usage:" in err and f"unknown source language {code!r}" in err
+        assert "sv-SE" in err and "zh-CN" in err and "fr_XX" in err  # the valid codes

@@ -17,7 +17,13 @@ The MT folder is either
   (:mod:`samu_st.steps.tasks_text`) and in step 3;
 - ``mbart50`` format: a pristine MBART-50 many-to-one folder (the paper's cascade MT). The
   encoder reads ``<src> transcript </s>`` and the decoder starts from ``[</s>, en_XX]``, as
-  MBART-50 was trained.
+  MBART-50 was trained. The source tokens MBART-50 lacks (ca, cy) get new rows that start
+  from a related code's (:data:`~samu_st.models.tokenizer.RELATED_MBART50`), so Catalan and
+  Welsh are not one input.
+
+Search: :func:`~samu_st.decoding.translate.search_config`, the end-to-end systems' settings,
+never the MT checkpoint's ``generation_config`` (MBART-50's says ``early_stopping: true``,
+``num_beams: 5``, ``max_length: 200`` and forces en_XX).
 """
 
 from __future__ import annotations
@@ -27,14 +33,19 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, cast
+from typing import Literal, NamedTuple, cast
 
 import torch
 from tqdm import tqdm
 from transformers import MBartForConditionalGeneration
 
 from samu_st.data.manifest import Utterance
-from samu_st.decoding.translate import DecodeOptions
+from samu_st.decoding.translate import (
+    DecodeOptions,
+    generate_with,
+    max_new_tokens_for,
+    search_config,
+)
 from samu_st.evaluate import (
     CtcTranscriber,
     EvalOptions,
@@ -46,9 +57,16 @@ from samu_st.evaluate import (
     write_hypotheses,
 )
 from samu_st.metrics import GroupScores, bleu_by_language, cer, wer
+from samu_st.models.decoder import resize_embeddings
 from samu_st.models.encoder import lengths_to_mask
 from samu_st.models.loading import load_pretrained_checked, require_pretrained_folder
-from samu_st.models.tokenizer import SIDECAR, TARGET_LANGUAGE, TargetTokenizer, generate_kwargs
+from samu_st.models.tokenizer import (
+    SIDECAR,
+    PrefixMode,
+    TargetTokenizer,
+    generate_kwargs,
+    prefix_length,
+)
 from samu_st.report import AsrResults, TranslationResults, write_results
 from samu_st.text import Normalizer
 
@@ -57,7 +75,6 @@ log = logging.getLogger(__name__)
 MtFormat = Literal["samu", "mbart50"]
 ASR_DIR = "asr"  # subfolder of the evaluation with the ASR half's results
 HYPOTHESES = "hypotheses.jsonl"
-PREFIX_LENGTH = 2  # [</s>, <language token>], forced before generation
 
 
 class TextTranslator(NamedTuple):
@@ -80,7 +97,7 @@ def load_text_translator(folder: str | Path, device: str = "cpu") -> TextTransla
     tokenizer = TargetTokenizer.load(path)
     model, _ = load_pretrained_checked(MBartForConditionalGeneration, path, "MBART MT model")
     if model.config.vocab_size < len(tokenizer):  # MBART-50 + tokens for ca and cy
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        resize_embeddings(model, len(tokenizer), tokenizer.related_token_ids())
     model = cast(MBartForConditionalGeneration, model.to(torch.device(device)).eval())
     return TextTranslator(model, tokenizer, mt_format(path))
 
@@ -102,9 +119,10 @@ def mt_source_ids(
     return [lang_id, *ids, tokenizer.eos_id]
 
 
-def mt_prefix_language(fmt: MtFormat, lang: str) -> str:
-    """The language whose token follows ``</s>`` in the decoder prefix."""
-    return lang if fmt == "samu" else TARGET_LANGUAGE
+def mt_prefix_mode(fmt: MtFormat) -> PrefixMode:
+    """The decoder prefix: ``[</s>, <src>]`` as ``pretrain-text`` trains (``source``), or
+    MBART-50's ``[</s>, en_XX]`` (``target``)."""
+    return "source" if fmt == "samu" else "target"
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,6 +153,9 @@ def translate_texts(
     opts = options or DecodeOptions()
     model, tok, fmt = translator
     positions = int(model.config.max_position_embeddings)
+    mode = mt_prefix_mode(fmt)
+    new_tokens = max_new_tokens_for(model, opts.max_new_tokens, prefix_length(mode))
+    search = search_config(tok, opts.num_beams, opts.length_penalty, new_tokens)
     pairs = zip(texts, langs, strict=True)
     rows = [mt_source_ids(tok, text, lang, fmt, positions) for text, lang in pairs]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
@@ -145,15 +166,12 @@ def translate_texts(
     for start in range(0, len(order), size):
         chunk = order[start : start + size]
         ids, mask = pad_rows([rows[i] for i in chunk], tok.pad_id)
-        prefix = [mt_prefix_language(fmt, langs[i]) for i in chunk]
-        generated = cast(Any, model).generate(
+        generated = generate_with(
+            model,
+            search,
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
-            num_beams=opts.num_beams,
-            length_penalty=opts.length_penalty,
-            max_new_tokens=max(1, min(opts.max_new_tokens, positions - PREFIX_LENGTH)),
-            do_sample=False,
-            **generate_kwargs(tok, prefix, device),
+            **generate_kwargs(tok, [langs[i] for i in chunk], device, mode),
         )
         for i, text in zip(chunk, tok.batch_decode(generated.tolist()), strict=True):
             out[i] = text

@@ -98,7 +98,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "TSV or JSON lines. Raw audio files need --language (manifests carry it).",
     )
     _io_options(tr)
-    tr.add_argument("--language", default=None, help="source language of raw audio files")
+    tr.add_argument(
+        "--language",
+        type=_source_language,
+        default=None,
+        help="source language of raw audio files: a CoVoST-2 code (fr, zh-CN, sv-SE) or its "
+        "MBART-50 code (fr_XX, zh_CN, sv_SE)",
+    )
     _decoding_options(tr, beam=True)
     tr.set_defaults(func=run_translate)
 
@@ -112,6 +118,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ts.add_argument("--lm", default=None, metavar="ARPA", help="n-gram LM for beam search")
     _decoding_options(ts, beam=False)
     ts.set_defaults(func=run_transcribe)
+
+
+def _source_language(value: str) -> str:
+    """argparse type: an unknown code is a usage error (exit 2) listing the valid ones."""
+    from samu_st.models.tokenizer import source_language
+
+    try:
+        return source_language(value)
+    except KeyError as err:
+        raise argparse.ArgumentTypeError(str(err.args[0])) from None
 
 
 def _io_options(parser: argparse.ArgumentParser) -> None:

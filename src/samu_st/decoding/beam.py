@@ -6,8 +6,9 @@ re-projects them (``enc_to_dec_proj``) at every step, re-indexes the cross-atten
 values of every beam at every step, and keeps decoding an utterance whose K finished
 hypotheses can no longer change until the longest utterance of the batch is done. Here:
 
-- the encoder, its projection and the decoder prefix ``[start, <language>]`` run once per
-  utterance; the prefix's key/value cache is then expanded to K beams by index, once;
+- the encoder, its projection and the decoder prefix (the model's mode,
+  :func:`~samu_st.models.tokenizer.decoder_prefix`: 2 or 3 tokens) run once per utterance;
+  the prefix's key/value cache is then expanded to K beams by index, once;
 - the cross-attention keys/values are never re-indexed per step: beams never leave their
   utterance, so only the self-attention cache follows the beams;
 - an utterance leaves the batch as soon as its hypotheses are final (nothing else changes
@@ -256,7 +257,7 @@ def beam_search(
     Args:
         model: the translator (encoder, optional ``enc_to_dec_proj``, causal-LM decoder).
         input_values: waveforms (B, S); attention_mask: (B, S), 1 on real samples.
-        prefix: (B, P) forced decoder prefix (``[start, <language>]``).
+        prefix: (B, P) forced decoder prefix (e.g. ``[</s>, <src>, en_XX]``).
         num_beams: K; 1 is greedy search.
         max_new_tokens: tokens generated after the prefix at most.
         length_penalty: exponent of the generated length that divides finished scores.

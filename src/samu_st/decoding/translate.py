@@ -1,9 +1,14 @@
 """Batched decoding of many utterances, and beam search for the speech translator.
 
 - :func:`generate_batch` — one padded batch through transformers' ``generate()`` (greedy for
-  ``num_beams=1``, beam search otherwise), the decoder prefix ``[start, <source-language
-  token>]`` forced, the decoder's position limit respected; or, with ``engine="samu"``,
-  through :func:`samu_st.decoding.beam.beam_search` (the same hypotheses, less wasted work).
+  ``num_beams=1``, beam search otherwise), the model's own decoder prefix forced
+  (:func:`~samu_st.models.translator.decoder_prefix_mode`), the decoder's position limit
+  respected; or, with ``engine="samu"``, through :func:`samu_st.decoding.beam.beam_search`
+  (the same hypotheses, less wasted work).
+- :func:`generate_with` — ``generate()`` under a complete search config of ours
+  (:func:`search_config`): nothing is inherited from a checkpoint's ``generation_config``
+  (MBART-50's ``early_stopping``, ``num_beams``, ``max_length``, forced tokens), so every
+  system (end-to-end and cascade) searches the same way.
 - :func:`decode_utterances` — any batch decoder (translation or CTC) over a list of
   utterances: duration-bucketed batches in length order (the sampler's ``shuffle=False``
   mode: little padding), a progress bar, hypotheses returned in INPUT order, bad audio either
@@ -16,14 +21,15 @@ Padding does not change a row's output (the encoder and length adaptor are paddi
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, cast
 
 import torch
 from tqdm import tqdm
-from transformers import SpeechEncoderDecoderModel
+from transformers import GenerationConfig, SpeechEncoderDecoderModel
 
 from samu_st.data.collate import AudioBatch, collate_audio
 from samu_st.data.dataset import SpeechDataset, SpeechItem
@@ -32,13 +38,19 @@ from samu_st.data.sampler import DurationBatchSampler
 from samu_st.decoding.beam import beam_search
 from samu_st.errors import AudioError, ConfigError
 from samu_st.models.encoder import lengths_to_mask
-from samu_st.models.tokenizer import TargetTokenizer, generate_kwargs, generation_prefix
+from samu_st.models.tokenizer import (
+    PrefixMode,
+    TargetTokenizer,
+    generate_kwargs,
+    generation_prefix,
+    prefix_length,
+)
+from samu_st.models.translator import decoder_prefix_mode
 
 log = logging.getLogger(__name__)
 
 Seconds = float
 BatchDecoder = Callable[[AudioBatch], list[str]]
-PREFIX_LENGTH = 2  # [start, <source-language token>], forced before generation
 Engine = Literal["generate", "samu"]
 
 
@@ -48,7 +60,7 @@ class DecodeOptions:
 
     num_beams: int = 5  # beam size; 1 = greedy decoding
     length_penalty: float = 1.0  # exponent of the length normalisation of beam scores
-    max_new_tokens: int = 200  # tokens generated after the 2-token prefix (capped by the decoder)
+    max_new_tokens: int = 200  # tokens generated after the prefix (capped by the decoder)
     max_duration: Seconds = 120.0  # seconds of padded audio per batch (a longer clip goes alone)
     max_batch_size: int = 32  # utterances per batch; 0 = no limit
     # generate: transformers' generate(); samu: samu_st.decoding.beam, the same hypotheses
@@ -67,12 +79,57 @@ class DecodeOptions:
             raise ConfigError("max_duration must be > 0 and max_batch_size >= 0")
 
 
-def max_new_tokens_for(model: SpeechEncoderDecoderModel, wanted: int) -> int:
-    """``wanted``, capped so that prefix + output fit the decoder's learned positions."""
-    positions = getattr(model.decoder.config, "max_position_embeddings", None)
+def max_new_tokens_for(model: Any, wanted: int, prefix: int = 2) -> int:
+    """``wanted``, capped so that a ``prefix``-token prefix + output fit the decoder's learned
+    positions (``model``: a translator or an MBART text model)."""
+    config = getattr(model.config, "decoder", None) or model.config  # translator or MBART MT
+    positions = getattr(config, "max_position_embeddings", None)
     if not isinstance(positions, int):
         return wanted
-    return max(1, min(wanted, positions - PREFIX_LENGTH))
+    return max(1, min(wanted, positions - prefix))
+
+
+def search_config(
+    tokenizer: TargetTokenizer, num_beams: int, length_penalty: float, max_new_tokens: int
+) -> GenerationConfig:
+    """A fresh, complete generation config: our search, nothing from a checkpoint.
+
+    ``early_stopping=False`` is what :mod:`samu_st.decoding.beam` implements; no forced
+    tokens (the prefix is given as decoder inputs), no sampling, one sequence per input.
+    """
+    return GenerationConfig(
+        num_beams=num_beams,
+        length_penalty=length_penalty,
+        max_new_tokens=max_new_tokens,
+        early_stopping=False,
+        do_sample=False,
+        num_return_sequences=1,
+        decoder_start_token_id=tokenizer.decoder_start_id,
+        bos_token_id=tokenizer.bos_id,
+        eos_token_id=tokenizer.eos_id,
+        pad_token_id=tokenizer.pad_id,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+    )
+
+
+@contextlib.contextmanager
+def _only(model: Any, config: GenerationConfig) -> Iterator[None]:
+    # generate() fills every value a passed config leaves unset (None) from
+    # model.generation_config (transformers 5: "defaults_only"), e.g. MBART-50's
+    # forced_eos_token_id or no_repeat_ngram_size: for the call, the model's IS ours.
+    saved = model.generation_config
+    model.generation_config = config
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
+def generate_with(model: Any, config: GenerationConfig, **inputs: Any) -> torch.Tensor:
+    """``model.generate(**inputs)`` searching exactly as ``config`` says."""
+    with _only(model, config):
+        return cast(torch.Tensor, model.generate(**inputs, generation_config=config))
 
 
 @torch.no_grad()
@@ -87,9 +144,12 @@ def generate_batch(
     length_penalty: float = 1.0,
     max_new_tokens: int = 200,
     engine: Engine = "generate",
+    prefix: PrefixMode | None = None,
 ) -> list[str]:
     """Translations of a right-padded batch ``input_values`` (B, S) with ``lengths`` (B,),
-    spoken in source languages ``langs`` (B codes), by ``engine`` (see :class:`DecodeOptions`)."""
+    spoken in source languages ``langs`` (B codes), by ``engine`` (see :class:`DecodeOptions`).
+
+    ``prefix``: the decoder prefix mode; None (always, but in tests): the model's own."""
     if len(langs) != input_values.shape[0] or lengths.shape != (input_values.shape[0],):
         raise ValueError(
             f"batch of {input_values.shape[0]} waveforms, {len(langs)} languages, "
@@ -97,26 +157,26 @@ def generate_batch(
         )
     device = next(model.parameters()).device
     mask = lengths_to_mask(lengths.to(device), input_values.shape[1]).long()
+    mode = prefix or decoder_prefix_mode(model)
+    new_tokens = max_new_tokens_for(model, max_new_tokens, prefix_length(mode))
     if engine == "samu":
         rows = beam_search(
             model,
             input_values.to(device),
             mask,
-            generation_prefix(tokenizer, langs).to(device),
+            generation_prefix(tokenizer, langs, mode).to(device),
             num_beams=num_beams,
-            max_new_tokens=max_new_tokens_for(model, max_new_tokens),
+            max_new_tokens=new_tokens,
             length_penalty=length_penalty,
             eos_id=tokenizer.eos_id,
         )
         return tokenizer.batch_decode(rows)
-    out = cast(Any, model).generate(
+    out = generate_with(
+        model,
+        search_config(tokenizer, num_beams, length_penalty, new_tokens),
         inputs=input_values.to(device),
         attention_mask=mask,
-        num_beams=num_beams,
-        length_penalty=length_penalty,
-        max_new_tokens=max_new_tokens_for(model, max_new_tokens),
-        do_sample=False,
-        **generate_kwargs(tokenizer, langs, device),
+        **generate_kwargs(tokenizer, langs, device, mode),
     )
     return tokenizer.batch_decode(out.tolist())
 

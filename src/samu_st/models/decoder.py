@@ -12,15 +12,19 @@ RANDOM with only a log line. :func:`load_mbart_decoder` maps ``shared`` to the d
 and fails on any missing or mis-shaped decoder tensor.
 
 LNA-D (Li et al. 2020, "Multilingual speech translation with efficient finetuning of pretrained
-models"; paper §2): only the cross-attention blocks and the layer norms of the decoder train.
+models"; paper §2): only the cross-attention blocks and the layer norms of the decoder train,
+plus the embedding rows of language tokens the pretrained vocabulary lacks (ca, cy for
+MBART-50): :class:`AddedTokenRows`. Frozen at their initialisation they would be a condition
+the decoder never learnt, the same (mean) vector for both languages.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -34,6 +38,7 @@ from samu_st.models.loading import (
     read_checkpoint_tensors,
     require_pretrained_folder,
 )
+from samu_st.models.tokenizer import PrefixMode
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +62,10 @@ class DecoderConfig:
     # Dropout on hidden states / attention weights; None keeps the checkpoint's or preset's.
     dropout: float | None = None
     attention_dropout: float | None = None
+    # What follows the start token </s> in training and decoding: source ([</s>, <src>]),
+    # target ([</s>, en_XX], MBART-50 many-to-one's) or both ([</s>, <src>, en_XX]); saved with
+    # the model, which is always decoded with its own (samu_st.models.tokenizer.decoder_prefix).
+    prefix: PrefixMode = "source"
 
 
 _PAPER = {  # facebook/mbart-large-50(-many-to-one-mmt), config.json
@@ -193,12 +202,14 @@ def load_mbart_decoder(folder: str | Path, cfg: DecoderConfig | None = None) -> 
     return model
 
 
-def build_mbart(cfg: DecoderConfig, vocab_size: int | None = None) -> MBartForCausalLM:
+def build_mbart(
+    cfg: DecoderConfig, vocab_size: int | None = None, related: Mapping[int, int] | None = None
+) -> MBartForCausalLM:
     """The decoder ``cfg`` describes, with at least ``vocab_size`` tokens.
 
     A pretrained decoder whose vocabulary is smaller than ``vocab_size`` (new language tokens)
-    is resized; new rows are drawn around the mean of the old ones (transformers'
-    ``mean_resizing``). Does not freeze anything: see :func:`set_decoder_trainable`.
+    is resized by :func:`resize_embeddings` (new rows distinct, from ``related`` ids where
+    given). Does not freeze anything: see :func:`set_decoder_trainable`.
     """
     if cfg.pretrained is None:
         return MBartForCausalLM(as_decoder_config(mbart_config(cfg.preset, vocab_size), cfg))
@@ -210,8 +221,108 @@ def build_mbart(cfg: DecoderConfig, vocab_size: int | None = None) -> MBartForCa
             "use the tokenizer that belongs to this decoder"
         )
     if vocab_size is not None and vocab_size > current:
-        model.resize_token_embeddings(vocab_size, mean_resizing=True)
+        resize_embeddings(model, vocab_size, related or {})
     return model
+
+
+def resize_embeddings(
+    model: Any, vocab_size: int, related: Mapping[int, int], seed: int = 0
+) -> None:
+    """Grow a transformers model's (tied) token embedding to ``vocab_size`` rows, in place.
+
+    A new row listed in ``related`` (new id → existing id) starts as a copy of that row; the
+    others as the old rows' mean plus a seeded Gaussian of their per-dimension spread.
+    transformers' ``mean_resizing`` alone draws them within ~1e-6 of the mean: two new
+    languages would start (and, frozen, stay) one condition.
+    """
+    old = int(model.get_input_embeddings().weight.shape[0])
+    model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    weight = model.get_input_embeddings().weight
+    with torch.no_grad():
+        base = weight[:old].float()
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.randn(vocab_size - old, weight.shape[1], generator=generator)
+        fresh = base.mean(0) + noise.to(weight.device) * base.std(0)
+        for offset, new_id in enumerate(range(old, vocab_size)):
+            source = related.get(new_id)
+            row = weight[source].float() if source is not None and source < old else fresh[offset]
+            weight[new_id] = row.to(weight.dtype)
+
+
+class AddedTokenRows(nn.Module):
+    """Trainable embedding rows of tokens added to a pretrained vocabulary (ca, cy).
+
+    Attached under the decoder's token embedding by :func:`attach_added_rows`; forward hooks
+    on the embedding and on the tied output projection use ``rows`` for these ids, so they
+    train (in and out, tied) while the 250k-row embedding stays frozen and no optimiser
+    state or gradient all-reduce covers it. ``rows`` enter every forward, so data-parallel
+    training never sees them unused. :func:`sync_added_rows` copies them into the embedding
+    (what a plain transformers load reads).
+    """
+
+    token_ids: torch.Tensor  # (N,) the added ids (a buffer, saved with the model)
+
+    def __init__(self, token_ids: Sequence[int], rows: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("token_ids", torch.tensor(list(token_ids), dtype=torch.long))
+        self.rows = nn.Parameter(rows.detach().clone())  # (N, D)
+
+    def embed(self, input_ids: torch.Tensor, embedded: torch.Tensor, scale: float) -> torch.Tensor:
+        """(B, L) ids and their (B, L, D) embeddings → embeddings with ``rows`` at added ids."""
+        match: torch.Tensor = input_ids[..., None] == self.token_ids  # (B, L, N)
+        mine = match.to(self.rows.dtype) @ self.rows * scale
+        return torch.where(match.any(-1, keepdim=True), mine.to(embedded.dtype), embedded)
+
+    def logits(self, hidden: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) hidden states and (B, L, V) logits → logits of added ids from ``rows``."""
+        logits[..., self.token_ids] = (hidden @ self.rows.to(hidden.dtype).T).to(logits.dtype)
+        return logits
+
+
+def _embed_hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+    rows = cast(AddedTokenRows, module.added_rows)
+    return rows.embed(args[0], output, float(getattr(module, "embed_scale", 1.0) or 1.0))
+
+
+def _logits_hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+    # The embedding is found through the output layer's own attribute, not a closure, so that
+    # a deep copy of the model hooks its own copy of the rows.
+    rows = cast(AddedTokenRows, module.__dict__[_EMBEDDING].added_rows)
+    return rows.logits(args[0], output)
+
+
+_EMBEDDING = "_samu_tied_embedding"
+
+
+def added_token_rows(model: nn.Module) -> AddedTokenRows | None:
+    """The :class:`AddedTokenRows` of an ``MBartForCausalLM``, if attached."""
+    rows = getattr(mbart_decoder(model).embed_tokens, "added_rows", None)
+    return rows if isinstance(rows, AddedTokenRows) else None
+
+
+def attach_added_rows(model: MBartForCausalLM, token_ids: Sequence[int]) -> AddedTokenRows:
+    """Give ``model`` trainable rows for ``token_ids``, starting from the embedding's rows."""
+    if added_token_rows(model) is not None:
+        raise ValueError("the decoder already has added token rows")
+    embedding = mbart_decoder(model).embed_tokens
+    ids = torch.tensor(list(token_ids), dtype=torch.long, device=embedding.weight.device)
+    rows = AddedTokenRows(token_ids, embedding.weight.detach()[ids])
+    embedding.added_rows = rows
+    embedding.register_forward_hook(_embed_hook)
+    # A plain attribute, not a submodule: the rows stay one parameter in the state dict.
+    object.__setattr__(model.lm_head, _EMBEDDING, embedding)
+    model.lm_head.register_forward_hook(_logits_hook)
+    return rows
+
+
+def sync_added_rows(model: nn.Module) -> None:
+    """Copy the trained added rows into the (frozen) embedding weight, in place."""
+    rows = added_token_rows(model)
+    if rows is not None:
+        with torch.no_grad():
+            mbart_decoder(model).embed_tokens.weight[rows.token_ids] = rows.rows.to(
+                mbart_decoder(model).embed_tokens.weight.dtype
+            )
 
 
 def mbart_decoder(model: nn.Module) -> MBartDecoder:
@@ -265,13 +376,17 @@ def apply_lna_d(model: nn.Module) -> list[str]:
 
 
 def set_decoder_trainable(model: nn.Module, trainable: DecoderTrainable) -> None:
-    """Apply ``DecoderConfig.trainable`` to an ``MBartForCausalLM``."""
+    """Apply ``DecoderConfig.trainable`` to an ``MBartForCausalLM``; added token rows
+    (:class:`AddedTokenRows`) train unless the decoder is ``frozen``."""
     if trainable == "lna":
         apply_lna_d(model)
     elif trainable in ("full", "frozen"):
         model.requires_grad_(trainable == "full")
     else:
         raise ValueError(f"unknown decoder trainable setting {trainable!r}")
+    rows = added_token_rows(model)
+    if rows is not None:
+        rows.requires_grad_(trainable != "frozen")
 
 
 def lna_d_parameter_count(config: MBartConfig) -> int:

@@ -32,6 +32,10 @@ from samu_st.languages import BY_CODE, COVOST_CODES
 from samu_st.models.encoder import lengths_to_mask
 
 TokenizerKind = Literal["mbart50", "trained"]
+# What follows the decoder start token </s> (see decoder_prefix): the source-language token,
+# the target-language token (en_XX: what MBART-50 many-to-one was trained with), or both.
+PrefixMode = Literal["source", "target", "both"]
+PREFIX_MODES: tuple[PrefixMode, ...] = ("source", "target", "both")
 TARGET_LANGUAGE = "en"  # every CoVoST-2 task used here is X → English
 ALL_LANGUAGES: tuple[str, ...] = (*COVOST_CODES, TARGET_LANGUAGE)
 SIDECAR = "samu_tokenizer.json"
@@ -48,6 +52,29 @@ def mbart50_language_token(code: str) -> str | None:
     if code == TARGET_LANGUAGE:
         return "en_XX"
     return BY_CODE[code].mbart50_code
+
+
+# The MBART-50 code whose embedding row starts a language MBART-50 lacks. A copy puts the new
+# row where the pretrained model keeps a similar language, and keeps ca and cy apart (mean
+# initialisation left them 2.5e-6 apart: one task to the decoder). Catalan: Spanish, its
+# closest Romance neighbour in MBART-50 (fr_XX or it_IT would do too). Welsh: MBART-50 has no
+# Celtic language; English is its contact language (names, loans). The rows then train.
+RELATED_MBART50: dict[str, str] = {"ca": "es_XX", "cy": "en_XX"}
+
+
+def source_language(code: str) -> str:
+    """A CoVoST-2 source-language code, also from its MBART-50 code (``fr_XX`` → ``fr``,
+    ``zh_CN`` → ``zh-CN``, ``sv_SE`` → ``sv-SE``). ``KeyError`` listing the valid codes."""
+    if code in BY_CODE:
+        return code
+    for lang in BY_CODE.values():
+        if lang.mbart50_code is not None and lang.mbart50_code == code:
+            return lang.code
+    aliases = " ".join(f"{lang.mbart50_code}" for lang in BY_CODE.values() if lang.mbart50_code)
+    raise KeyError(
+        f"unknown source language {code!r}; CoVoST-2 codes: {' '.join(COVOST_CODES)} "
+        f"(or their MBART-50 codes: {aliases})"
+    )
 
 
 class TargetTokenizer:
@@ -80,6 +107,33 @@ class TargetTokenizer:
     @property
     def language_ids(self) -> dict[str, int]:
         return dict(self._language_ids)
+
+    def added_language_ids(self) -> dict[str, int]:
+        """Languages whose token was ADDED to a pretrained MBART-50 vocabulary (ca, cy), by id:
+        rows the pretrained decoder never learnt, so they train even under LNA-D. A trained
+        tokenizer has none (its whole vocabulary is new with its decoder)."""
+        if self.kind != "mbart50":
+            return {}
+        return {
+            code: self._language_ids[code]
+            for code, token in self.language_tokens.items()
+            if token == new_language_token(code)
+        }
+
+    def related_token_ids(self) -> dict[int, int]:
+        """Added language token id → the id of the MBART-50 code its row starts from
+        (:data:`RELATED_MBART50`)."""
+        out = {}
+        for code, token_id in self.added_language_ids().items():
+            related = RELATED_MBART50.get(code)
+            related_id = _token_id(self.hf, related) if related is not None else None
+            if related_id is not None:
+                out[token_id] = related_id
+        return out
+
+    def prefix_ids(self, lang: str, mode: PrefixMode) -> list[int]:
+        """The forced decoder prefix for source language ``lang`` (see :func:`decoder_prefix`)."""
+        return decoder_prefix(self, lang, mode)
 
     @property
     def pad_id(self) -> int:
@@ -216,9 +270,36 @@ def train_target_tokenizer(
 # -- decoder inputs ----------------------------------------------------------------------------
 
 
+def decoder_prefix(tokenizer: TargetTokenizer, lang: str, mode: PrefixMode) -> list[int]:
+    """The decoder prefix, forced at generation and the input of teacher forcing.
+
+    - ``source``: ``[</s>, <lang>]`` (the language ID of the paper, §2);
+    - ``target``: ``[</s>, en_XX]``, the prefix MBART-50 many-to-one was trained with;
+    - ``both``: ``[</s>, <lang>, en_XX]``. The source token first, so that the token right
+      before the first output word is en_XX, as in MBART-50's training: with its
+      self-attention and embeddings frozen (LNA-D), the pretrained decoder's state that
+      predicts the first English word is then the one it knows, and the source ID is extra
+      context the trained cross-attention and layer norms can use.
+    """
+    start = tokenizer.decoder_start_id
+    if mode == "source":
+        return [start, tokenizer.lang_token_id(lang)]
+    if mode == "target":
+        return [start, tokenizer.lang_token_id(TARGET_LANGUAGE)]
+    if mode == "both":
+        return [start, tokenizer.lang_token_id(lang), tokenizer.lang_token_id(TARGET_LANGUAGE)]
+    raise ValueError(f"unknown decoder prefix {mode!r}; choose one of {PREFIX_MODES}")
+
+
+def prefix_length(mode: PrefixMode) -> int:
+    """Tokens in the decoder prefix of ``mode``."""
+    return 3 if mode == "both" else 2
+
+
 class DecoderTargets(NamedTuple):
-    """Teacher-forcing tensors, all (B, L): inputs ``[start, lang, y1 … yn]`` (padded with the
-    pad id), labels ``[-100, y1 … yn, </s>]`` (padded with -100), mask (True = real token)."""
+    """Teacher-forcing tensors, all (B, L): inputs ``[prefix…, y1 … y(n-1)]`` (padded with the
+    pad id), labels ``[-100 × (P-1), y1 … yn, </s>]`` (padded with -100), mask (True = real
+    token); P = the prefix length."""
 
     input_ids: torch.Tensor
     labels: torch.Tensor
@@ -230,20 +311,22 @@ def make_decoder_targets(
     texts: Sequence[str],
     langs: Sequence[str],
     max_length: int | None = None,
+    prefix: PrefixMode = "source",
 ) -> DecoderTargets:
     """Decoder inputs and labels for target ``texts`` spoken in source languages ``langs``.
 
-    The language token is input, never a label: it is forced at generation time. With
-    ``max_length`` (the decoder's positions), longer targets are cut, keeping ``</s>``.
+    The prefix (:func:`decoder_prefix`) is input, never a label: it is forced at generation
+    time. With ``max_length`` (the decoder's positions), longer targets are cut, keeping
+    ``</s>``.
     """
     if len(texts) != len(langs):
         raise ValueError(f"{len(texts)} texts but {len(langs)} languages")
-    start = tokenizer.decoder_start_id
     rows = []
     for ids, lang in zip(tokenizer.encode(texts), langs, strict=True):
-        if max_length is not None and len(ids) + 1 > max_length:
-            ids = [*ids[: max_length - 2], tokenizer.eos_id]
-        rows.append(([start, tokenizer.lang_token_id(lang), *ids[:-1]], [-100, *ids]))
+        head = decoder_prefix(tokenizer, lang, prefix)
+        if max_length is not None and len(ids) + len(head) - 1 > max_length:
+            ids = [*ids[: max_length - len(head)], tokenizer.eos_id]
+        rows.append(([*head, *ids[:-1]], [-100] * (len(head) - 1) + ids))
     width = max((len(inp) for inp, _ in rows), default=0)
     input_ids = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
@@ -254,26 +337,20 @@ def make_decoder_targets(
     return DecoderTargets(input_ids, labels, lengths_to_mask(lengths, width))
 
 
-def generation_prefix(tokenizer: TargetTokenizer, langs: Sequence[str]) -> torch.Tensor:
-    """(B, 2) forced decoder prefix ``[start, <source-language token>]``."""
-    return torch.tensor(
-        [[tokenizer.decoder_start_id, tokenizer.lang_token_id(lang)] for lang in langs],
-        dtype=torch.long,
-    )
+def generation_prefix(
+    tokenizer: TargetTokenizer, langs: Sequence[str], prefix: PrefixMode = "source"
+) -> torch.Tensor:
+    """(B, P) forced decoder prefix of each source language (:func:`decoder_prefix`)."""
+    return torch.tensor([decoder_prefix(tokenizer, lang, prefix) for lang in langs])
 
 
 def generate_kwargs(
-    tokenizer: TargetTokenizer, langs: Sequence[str], device: torch.device | str = "cpu"
+    tokenizer: TargetTokenizer,
+    langs: Sequence[str],
+    device: torch.device | str = "cpu",
+    prefix: PrefixMode = "source",
 ) -> dict[str, Any]:
-    """Keyword arguments for ``model.generate(inputs=…, attention_mask=…, **these, num_beams=…)``.
-
-    The returned sequences start with the 2-token prefix; :meth:`TargetTokenizer.decode`
-    drops it.
-    """
-    return {
-        "decoder_input_ids": generation_prefix(tokenizer, langs).to(device),
-        "decoder_start_token_id": tokenizer.decoder_start_id,
-        "eos_token_id": tokenizer.eos_id,
-        "pad_token_id": tokenizer.pad_id,
-        "forced_bos_token_id": None,
-    }
+    """Model keyword arguments for ``model.generate(inputs=…, attention_mask=…, **these,
+    generation_config=…)``: the forced prefix. The returned sequences start with it;
+    :meth:`TargetTokenizer.decode` drops it."""
+    return {"decoder_input_ids": generation_prefix(tokenizer, langs, prefix).to(device)}

@@ -9,14 +9,16 @@ adaptor → projection → MBART decoder with LNA-D, as one transformers
   layers), made padding-exact by :class:`LengthAdaptor`. It is new, so it always trains.
 - ``enc_to_dec_proj``: created by transformers when encoder and decoder sizes differ; trains.
 - Decoder: :func:`samu_st.models.decoder.build_mbart`, LNA-D by default.
-- Conditioning on the source language: the decoder prefix is
-  ``[</s> (decoder start), <source-language token>]`` (:func:`make_decoder_targets`,
-  :func:`generation_prefix`).
+- Conditioning on the language: the decoder prefix of ``DecoderConfig.prefix`` (source
+  ``[</s>, <src>]``, target ``[</s>, en_XX]`` or both ``[</s>, <src>, en_XX]``,
+  :func:`~samu_st.models.tokenizer.decoder_prefix`), the same in training and in both search
+  engines: the model carries its mode (:func:`decoder_prefix_mode`).
 
 Saved as ONE folder (:func:`save_translator` / :func:`load_translator`): ``config.json`` (the
 transformers config), ``samu_translator.json`` (our :class:`TranslatorConfig`),
-``model.safetensors`` (every weight, adapters included), ``generation_config.json`` and the
-tokenizer files.
+``model.safetensors`` (every weight, adapters and added language rows included),
+``generation_config.json`` (``samu_decoder_prefix``), ``decoder_prefix.json`` (the mode and the
+prefix ids of every language) and the tokenizer files.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import NamedTuple, cast
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import (
@@ -42,7 +45,6 @@ from transformers import (
     Wav2Vec2Config,
     Wav2Vec2Model,
 )
-from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Adapter
 
 from samu_st.config import from_dict, to_dict
 from samu_st.errors import ModelLoadError
@@ -52,11 +54,25 @@ from samu_st.models.adapters import (
     bottleneck_adapters,
     has_bottleneck_adapters,
 )
-from samu_st.models.decoder import DecoderConfig, build_mbart, set_decoder_trainable
-from samu_st.models.encoder import EncoderConfig, build_wav2vec2, lengths_to_mask
+from samu_st.models.decoder import (
+    DecoderConfig,
+    added_token_rows,
+    attach_added_rows,
+    build_mbart,
+    set_decoder_trainable,
+    sync_added_rows,
+)
+from samu_st.models.encoder import EncoderConfig, build_wav2vec2
+from samu_st.models.length_adaptor import (
+    LengthAdaptor,
+    attach_length_adaptor,
+    length_adaptor_output_lengths,
+)
 from samu_st.models.loading import require_local_folder
 from samu_st.models.tokenizer import (
+    TARGET_LANGUAGE,
     DecoderTargets,
+    PrefixMode,
     TargetTokenizer,
     generate_kwargs,
     generation_prefix,
@@ -70,6 +86,7 @@ __all__ = [
     "TranslatorConfig",
     "assemble_translator",
     "build_translator",
+    "decoder_prefix_mode",
     "encoder_output_lengths",
     "generate_kwargs",
     "generation_prefix",
@@ -83,6 +100,9 @@ __all__ = [
 
 CONFIG_FILE = "samu_translator.json"
 WEIGHTS_FILE = "model.safetensors"
+PREFIX_FILE = "decoder_prefix.json"  # the prefix mode and ids, for people and tests to read
+PREFIX_KEY = "samu_decoder_prefix"  # in the model's config and generation config
+ADDED_ROWS_KEY = "decoder.model.decoder.embed_tokens.added_rows.token_ids"
 
 
 @dataclass(frozen=True)
@@ -100,93 +120,11 @@ class TranslatorConfig:
     tokenizer: str | None = None
 
 
-class LengthAdaptor(Wav2Vec2Adapter):
-    """transformers' ``Wav2Vec2Adapter`` (Conv1d(k=3, stride 2, pad 1) + GLU per layer) whose
-    output on valid frames does not depend on padding.
-
-    The original convolves padded frames into the last valid ones (and applies encoder
-    LayerDrop to whole layers, which changes the output length the decoder mask assumes).
-    Here padded frames are zeroed before every layer (what a lone utterance sees as the conv's
-    zero padding) and no layer is ever skipped. The valid frame counts come from
-    :func:`_remember_frame_lengths`, a pre-hook on the ``Wav2Vec2Model``. Parameter names are
-    the original ones (``adapter.layers.{i}.conv.*``).
-    """
-
-    def __init__(self, config: Wav2Vec2Config) -> None:
-        super().__init__(config)
-        self.frame_lengths: torch.Tensor | None = None  # (B,) valid encoder frames, per call
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) encoder states → (B, T', D'), T' = :func:`length_adaptor_output_lengths`."""
-        if self.proj is not None and self.proj_layer_norm is not None:
-            hidden_states = self.proj_layer_norm(self.proj(hidden_states))
-        x = hidden_states.transpose(1, 2)
-        lengths = self.frame_lengths
-        for layer in self.layers:
-            if lengths is not None:
-                mask = lengths_to_mask(lengths.to(x.device), x.shape[-1])
-                x = x * mask[:, None, :].to(x.dtype)
-                lengths = length_adaptor_output_lengths(lengths, 1)
-            x = layer(x)
-        return x.transpose(1, 2)
-
-
-def length_adaptor_output_lengths(lengths: torch.Tensor, num_layers: int) -> torch.Tensor:
-    """(B,) frame counts → (B,) counts after ``num_layers`` Conv1d(k=3, stride=2, padding=1)."""
-    for _ in range(num_layers):
-        lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
-    return lengths
-
-
 def encoder_output_lengths(model: SpeechEncoderDecoderModel, lengths: torch.Tensor) -> torch.Tensor:
     """(B,) input lengths in samples → (B,) frames the decoder attends to (after the adaptor)."""
     encoder = cast(Wav2Vec2Model, model.encoder)
     out = encoder._get_feat_extract_output_lengths(cast(torch.LongTensor, lengths))
     return out.to(torch.long)
-
-
-def _remember_frame_lengths(
-    module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> None:
-    adaptor = getattr(module, "adapter", None)
-    if not isinstance(adaptor, LengthAdaptor):
-        return
-    mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
-    if mask is None:
-        adaptor.frame_lengths = None
-        return
-    encoder = cast(Wav2Vec2Model, module)
-    lengths = mask.to(torch.long).sum(-1)
-    frames = encoder._get_feat_extract_output_lengths(cast(torch.LongTensor, lengths), False)
-    adaptor.frame_lengths = frames
-
-
-def attach_length_adaptor(encoder: Wav2Vec2Model, num_layers: int) -> None:
-    """Give ``encoder`` a fresh :class:`LengthAdaptor` of ``num_layers`` (0: none), in place.
-
-    Sets ``add_adapter`` and ``num_adapter_layers`` in its config, so that transformers' own
-    output-length and mask functions account for the adaptor.
-    """
-    config = encoder.config
-    if num_layers < 0:
-        raise ValueError(f"length_adaptor_layers must be >= 0, got {num_layers}")
-    config.add_adapter = num_layers > 0
-    config.num_adapter_layers = num_layers
-    config.adapter_kernel_size = 3  # the output-length formula of transformers assumes 3
-    config.adapter_stride = 2
-    config.output_hidden_size = config.hidden_size  # enc_to_dec_proj maps to the decoder size
-    if num_layers == 0:
-        encoder.adapter = None
-        return
-    reference = next(encoder.encoder.parameters())  # (masked_spec_embed ignores `meta`)
-    with torch.device(reference.device):
-        adaptor = LengthAdaptor(config).to(dtype=reference.dtype)
-    if not reference.is_meta:
-        adaptor.apply(encoder._init_weights)  # transformers' init for these convs
-    encoder.adapter = adaptor
-    if not getattr(encoder, "_samu_length_hook", False):
-        encoder.register_forward_pre_hook(_remember_frame_lengths, with_kwargs=True)
-        setattr(encoder, "_samu_length_hook", True)  # noqa: B010 (not a module attribute)
 
 
 def _mark_initialized(module: nn.Module) -> None:
@@ -197,15 +135,28 @@ def _mark_initialized(module: nn.Module) -> None:
 
 
 def _assemble(
-    encoder: Wav2Vec2Model, decoder: MBartForCausalLM, tokenizer_ids: dict[str, int]
+    encoder: Wav2Vec2Model,
+    decoder: MBartForCausalLM,
+    tokenizer_ids: dict[str, int],
+    prefix: PrefixMode,
 ) -> SpeechEncoderDecoderModel:
     _mark_initialized(encoder)
     _mark_initialized(decoder)
     model = SpeechEncoderDecoderModel(encoder=encoder, decoder=decoder)
     for key in ("pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id"):
         setattr(model.config, key, tokenizer_ids[key])
-    model.generation_config = GenerationConfig(**tokenizer_ids)
+    setattr(model.config, PREFIX_KEY, prefix)
+    model.generation_config = GenerationConfig(**tokenizer_ids, **{PREFIX_KEY: prefix})
     return model
+
+
+def decoder_prefix_mode(model: SpeechEncoderDecoderModel) -> PrefixMode:
+    """The decoder prefix the translator was trained with (``source`` for models saved before
+    the option existed: what they were trained with)."""
+    mode = getattr(model.config, PREFIX_KEY, "source")
+    if mode not in ("source", "target", "both"):
+        raise ModelLoadError(f"unknown decoder prefix {mode!r} in the model config")
+    return cast(PrefixMode, mode)
 
 
 def _as_id(value: object, name: str) -> int:
@@ -279,7 +230,10 @@ def assemble_translator(
     """Join a built encoder and decoder: adapters and length adaptor added fresh to the
     encoder as ``cfg`` says, trainable parts set. Works on the ``meta`` device."""
     encoder = _prepare_encoder(encoder, cfg)
-    model = _assemble(encoder, decoder, _special_ids(tokenizer, decoder))
+    added = tokenizer.added_language_ids() if tokenizer is not None else {}
+    if added and added_token_rows(decoder) is None:
+        attach_added_rows(decoder, sorted(added.values()))
+    model = _assemble(encoder, decoder, _special_ids(tokenizer, decoder), cfg.decoder.prefix)
     set_trainable(model, cfg)
     return model
 
@@ -300,7 +254,8 @@ def build_translator(
     if tokenizer is not None:
         vocab_size = len(tokenizer)
     encoder = build_wav2vec2(cfg.encoder)
-    decoder = build_mbart(cfg.decoder, vocab_size)
+    related = tokenizer.related_token_ids() if tokenizer is not None else None
+    decoder = build_mbart(cfg.decoder, vocab_size, related)
     return assemble_translator(encoder, decoder, cfg, tokenizer)
 
 
@@ -318,16 +273,17 @@ def translate(
     max_new_tokens: int = 200,
 ) -> list[str]:
     """Translate a right-padded batch of waveforms (B, S) with valid ``lengths`` (B,)."""
-    device = next(model.parameters()).device
-    mask = lengths_to_mask(lengths, input_values.shape[1]).to(device=device, dtype=torch.long)
-    out = cast(Any, model).generate(
-        inputs=input_values.to(device),
-        attention_mask=mask,
+    from samu_st.decoding.translate import generate_batch  # (decoding imports this module)
+
+    return generate_batch(
+        model,
+        tokenizer,
+        input_values,
+        lengths,
+        langs,
         num_beams=num_beams,
         max_new_tokens=max_new_tokens,
-        **generate_kwargs(tokenizer, langs, device),
     )
-    return tokenizer.batch_decode(out.tolist())
 
 
 # -- one folder -------------------------------------------------------------------------------
@@ -337,6 +293,28 @@ class LoadedTranslator(NamedTuple):
     model: SpeechEncoderDecoderModel
     tokenizer: TargetTokenizer
     config: TranslatorConfig
+
+
+def _generation_config(
+    model: SpeechEncoderDecoderModel, tokenizer: TargetTokenizer
+) -> GenerationConfig:
+    """The model's generation config, with the prefix mode; in ``target`` mode also en_XX
+    forced after the start token, so that a plain transformers ``generate()`` (no prefix
+    given) starts as the model was trained."""
+    config = copy.deepcopy(model.generation_config)
+    mode = decoder_prefix_mode(model)
+    setattr(config, PREFIX_KEY, mode)
+    if mode == "target":
+        config.forced_bos_token_id = tokenizer.lang_token_id(TARGET_LANGUAGE)
+    return config
+
+
+def _write_prefix(path: Path, tokenizer: TargetTokenizer, mode: PrefixMode) -> None:
+    langs = sorted(code for code in tokenizer.language_ids if code != TARGET_LANGUAGE)
+    ids = {lang: tokenizer.prefix_ids(lang, mode) for lang in langs}
+    tokens = {lang: tokenizer.hf.convert_ids_to_tokens(row) for lang, row in ids.items()}
+    record = {"mode": mode, "prefix_ids": ids, "prefix_tokens": tokens}
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 def save_translator(
@@ -350,10 +328,12 @@ def save_translator(
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    sync_added_rows(model.decoder)  # a plain transformers load then sees the trained rows
     model.config.to_json_file(str(tmp / "config.json"))
-    model.generation_config.save_pretrained(str(tmp))
+    _generation_config(model, tokenizer).save_pretrained(str(tmp))
     save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
     tokenizer.save(tmp)
+    _write_prefix(tmp / PREFIX_FILE, tokenizer, decoder_prefix_mode(model))
     (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(cfg), indent=2) + "\n", encoding="utf-8")
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     if target.exists():
@@ -382,8 +362,11 @@ def load_translator(folder: str | Path, device: str | torch.device = "cpu") -> L
         add_bottleneck_adapters(encoder, spec["ratio"], spec["activation"], spec["layer_norm"])
     attach_length_adaptor(encoder, cfg.length_adaptor_layers)
     decoder = MBartForCausalLM(cast(MBartConfig, config.decoder))
+    with safe_open(str(path / WEIGHTS_FILE), "pt") as weights:  # older folders have no rows
+        if ADDED_ROWS_KEY in weights.keys():  # noqa: SIM118 (safe_open has no __contains__)
+            attach_added_rows(decoder, weights.get_tensor(ADDED_ROWS_KEY).tolist())
     tokenizer = TargetTokenizer.load(path)
-    model = _assemble(encoder, decoder, _special_ids(tokenizer, decoder))
+    model = _assemble(encoder, decoder, _special_ids(tokenizer, decoder), cfg.decoder.prefix)
     try:
         load_model(model, str(path / WEIGHTS_FILE), strict=True)
     except RuntimeError as err:
@@ -393,6 +376,7 @@ def load_translator(folder: str | Path, device: str | torch.device = "cpu") -> L
     generation = path / "generation_config.json"
     if generation.is_file():
         model.generation_config = GenerationConfig.from_pretrained(str(path))
+        setattr(model.generation_config, PREFIX_KEY, cfg.decoder.prefix)
     set_trainable(model, cfg)
     cast(nn.Module, model).to(torch.device(device))
     return LoadedTranslator(model, tokenizer, cfg)

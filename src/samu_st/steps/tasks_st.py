@@ -2,7 +2,9 @@
 
 - :class:`STCollator` turns decoded utterances into an :class:`STBatch`: padded audio
   (:func:`~samu_st.data.collate.collate_audio`) plus teacher-forcing tensors
-  ``[start, <source-language token>, y…]`` (:func:`make_decoder_targets`) and, for the optional
+  ``[prefix…, y…]`` (:func:`make_decoder_targets`, the prefix of ``model.decoder.prefix``:
+  the one the model is decoded with, :func:`~samu_st.models.translator.decoder_prefix_mode`)
+  and, for the optional
   auxiliary CTC loss, character labels of the normalised SOURCE transcript.
 - :class:`STModel` wraps the transformers ``SpeechEncoderDecoderModel`` and the optional CTC
   head; its ``forward`` returns tensors only.
@@ -33,7 +35,7 @@ from samu_st.data.collate import AudioBatch, collate_audio
 from samu_st.decoding.translate import generate_batch
 from samu_st.losses import ctc_loss, label_smoothed_nll_loss
 from samu_st.metrics import corpus_bleu
-from samu_st.models.tokenizer import TargetTokenizer, make_decoder_targets
+from samu_st.models.tokenizer import PrefixMode, TargetTokenizer, make_decoder_targets
 from samu_st.text import PAD_TOKEN, UNK_TOKEN, WORD_DELIMITER, Normalizer
 from samu_st.training.config import OptimConfig
 from samu_st.training.schedule import ParamGroup
@@ -45,8 +47,8 @@ class STBatch:
     """A speech translation micro-batch; every padded tensor comes with its mask or lengths."""
 
     audio: AudioBatch  # waveforms (B, S) with lengths (B,) and mask (B, S)
-    decoder_input_ids: torch.Tensor  # (B, L) [start, lang, y1 … y(n-1)], pad id after
-    labels: torch.Tensor  # (B, L) [-100, y1 … yn, </s>], -100 after
+    decoder_input_ids: torch.Tensor  # (B, L) [prefix (P), y1 … y(n-1)], pad id after
+    labels: torch.Tensor  # (B, L) [-100 (P-1 times), y1 … yn, </s>], -100 after
     decoder_mask: torch.Tensor  # (B, L) bool, True on real decoder inputs
     ctc_labels: torch.Tensor | None = None  # (B, C) source characters, 0 after
     ctc_label_lengths: torch.Tensor | None = None  # (B,) characters per row
@@ -86,6 +88,7 @@ class STCollator:
 
     ``max_target_length`` is the decoder's number of positions: longer targets are cut,
     keeping ``</s>``. With ``chars``, CTC labels of the source transcript are added.
+    ``prefix``: the decoder prefix mode (:func:`~samu_st.models.tokenizer.decoder_prefix`).
     """
 
     def __init__(
@@ -93,15 +96,17 @@ class STCollator:
         tokenizer: TargetTokenizer,
         max_target_length: int | None = None,
         chars: CharEncoder | None = None,
+        prefix: PrefixMode = "source",
     ) -> None:
         self.tokenizer = tokenizer
         self.max_target_length = max_target_length
         self.chars = chars
+        self.prefix: PrefixMode = prefix
 
     def __call__(self, items: Sequence[Mapping[str, Any]]) -> STBatch:
         audio = collate_audio(items)
         targets = make_decoder_targets(
-            self.tokenizer, audio.target_texts, audio.languages, self.max_target_length
+            self.tokenizer, audio.target_texts, audio.languages, self.max_target_length, self.prefix
         )
         ctc_labels = ctc_lengths = None
         if self.chars is not None:

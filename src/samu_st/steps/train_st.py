@@ -5,9 +5,11 @@ The translator of :mod:`samu_st.models.translator` — the step-1/2 encoder (or 
 bottleneck adapters, a length adaptor, and an MBART decoder trained with LNA-D — learns all
 source languages in one stream (optionally with temperature-based language sampling, see
 :class:`~samu_st.steps.data.DataConfig`) by teacher forcing with a label-smoothed
-cross-entropy. The decoder prefix ``[start, <source-language token>]`` conditions it on the
-task. Output: ``out_dir/final``, a :func:`~samu_st.models.translator.save_translator` folder
-(plus ``train_hours.json``, the training hours per language, for the evaluation plots).
+cross-entropy. The decoder prefix of ``model.decoder.prefix`` (``[</s>, <src>]``,
+``[</s>, en_XX]`` or ``[</s>, <src>, en_XX]``) conditions it on the task; the exported folder
+records it (``decoder_prefix.json``) and is decoded with it. Output: ``out_dir/final``, a
+:func:`~samu_st.models.translator.save_translator` folder (plus ``train_hours.json``, the
+training hours per language, for the evaluation plots).
 
 The target tokenizer is the one of the decoder's folder (``model.tokenizer`` or
 ``model.decoder.pretrained``, e.g. the ``samu-st pretrain-text`` output or a copy of
@@ -175,7 +177,7 @@ def run_train_st_result(cfg: TrainSTConfig, resume: bool = False) -> tuple[Path,
         on_main(lambda: save_vocab(chars.vocab, out / CTC_VOCAB))
     model = build_st_model(cfg, tokenizer, len(chars) if chars is not None else 0)
     positions = model.translator.decoder.config.max_position_embeddings
-    collator = STCollator(tokenizer, int(positions), chars)
+    collator = STCollator(tokenizer, int(positions), chars, cfg.model.decoder.prefix)
     val_loader, bleu_indices = _dev_loader(cfg, collator)
     task = STTask(
         tokenizer,
@@ -187,11 +189,12 @@ def run_train_st_result(cfg: TrainSTConfig, resume: bool = False) -> tuple[Path,
     )
     translator = model.translator
     log.info(
-        "translator: %d parameters, %d trainable (encoder mode %s, decoder %s)",
+        "translator: %d parameters, %d trainable (encoder mode %s, decoder %s, prefix %s)",
         _count(translator, False),
         _count(translator, True),
         cfg.model.encoder.mode,
         cfg.model.decoder.trainable,
+        cfg.model.decoder.prefix,
     )
     result = train(
         task, model, dataset, collator, sampler, train_cfg, out, resume, val_loader, run_config=cfg
