@@ -205,3 +205,17 @@ def test_translate_utterances_samu_engine_and_bf16(
     assert run["samu"] == run["generate"]
     assert len(set(run["samu"])) >= 2
     assert all(isinstance(h, str) for h in run["bf16"]) and len(run["bf16"]) == len(utts)
+
+
+def test_our_search_uses_the_current_cache_api(
+    model: SpeechEncoderDecoderModel,
+    tokenizer: TargetTokenizer,
+    batch: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    # transformers 5.24 warns on every decoder call given `past_key_values` (issue 17)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _ours(model, tokenizer, batch, num_beams=3, max_new_tokens=4)
+    assert not [w for w in caught if "past_key_values" in str(w.message)]

@@ -82,7 +82,7 @@ def _step(
         input_ids=tokens,
         encoder_hidden_states=enc.states,
         encoder_attention_mask=enc.mask,
-        past_key_values=cache,
+        cache=cache,  # transformers >= 5.24 (past_key_values is deprecated)
         use_cache=True,
     )
     return cast(torch.Tensor, out.logits[:, -1, :].float())
