@@ -78,6 +78,9 @@ class TrainConfig:
     val_every: int = 0  # updates between validations; 0 = only at the end (if a loader is given)
     seed: int = 1  # seeds python, numpy and torch at the start (plus the process index)
     max_nonfinite_in_a_row: int = 5  # stop after this many consecutive skipped updates
+    # Unreadable clips (truncated mp3, NaN samples) are dropped from their batch, logged and
+    # counted; more than this many per process stops the run (the corpus needs fixing).
+    max_bad_clips: int = 100
     num_workers: int = 0  # DataLoader worker processes
     # DDP: search for TRAINABLE parameters without gradient (on by itself when the model drops
     # layers, see samu_st.training.loop.drops_layers; set it for other partial graphs).
@@ -94,8 +97,10 @@ class TrainConfig:
                 raise ConfigError(f"train.{name}: must be >= 1, got {getattr(self, name)}")
         if self.max_nonfinite_in_a_row < 1:
             raise ConfigError("train.max_nonfinite_in_a_row: must be >= 1")
-        if self.val_every < 0 or self.num_workers < 0:
-            raise ConfigError("train.val_every and train.num_workers: must be >= 0")
+        if self.val_every < 0 or self.num_workers < 0 or self.max_bad_clips < 0:
+            raise ConfigError(
+                "train.val_every, train.num_workers and train.max_bad_clips: must be >= 0"
+            )
 
 
 def resolve_precision(cfg: TrainConfig, on_gpu: bool) -> Precision:

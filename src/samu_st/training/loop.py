@@ -71,6 +71,7 @@ class TrainResult:
     last_loss: float  # mean loss of the last logged window
     nonfinite_skipped: int  # updates skipped for a non-finite loss / grad norm (whole run)
     overflow_skipped: int  # fp16 updates skipped by the grad scaler (whole run)
+    bad_clips: list[str] = field(default_factory=list)  # unreadable clips skipped (this call)
     history: list[dict[str, Any]] = field(default_factory=list)  # train records of this call
     validations: list[dict[str, Any]] = field(default_factory=list)  # val records (main only)
     checkpoint: Path | None = None  # the final checkpoint folder
@@ -396,6 +397,7 @@ class _Trainer:
             last_loss=self.history[-1]["loss"] if self.history else math.nan,
             nonfinite_skipped=c.nonfinite_total,
             overflow_skipped=c.overflow_total,
+            bad_clips=list(self.stream.bad_clips),
             history=self.history,
             validations=self.validations,
             checkpoint=final,
@@ -431,7 +433,7 @@ def train(
     with locked_folder(out_dir, acc.is_main_process, lambda ok: _all_ok(acc, ok)):
         pin = acc.device.type == "cuda"
         stream = BatchStream(train_dataset, batch_sampler, collate_fn, cfg.num_workers,
-                             cfg.seed, acc.process_index, pin)  # fmt: skip
+                             cfg.seed, acc.process_index, pin, cfg.max_bad_clips)  # fmt: skip
         trainer = _Trainer(task, model, stream, cfg, out_dir, acc, val_loader)
         resumed_from = trainer.start(resume)
         if acc.is_main_process:

@@ -9,6 +9,7 @@ dataset, collate function and sampler are built by the caller.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,8 +20,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from samu_st.errors import SamuError
+from samu_st.training.bad_clips import Collated, DropBadClips, SkipBadAudio
 from samu_st.training.config import OptimConfig
 from samu_st.training.schedule import ParamGroup, default_param_groups
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -154,8 +158,13 @@ class BatchStream:
         seed: int,
         rank: int,
         pin_memory: bool,
+        max_bad_clips: int = 0,
     ) -> None:
-        self.dataset, self.sampler, self.collate_fn = dataset, sampler, collate_fn
+        # unreadable clips are dropped from their batch and counted (samu_st.training.bad_clips)
+        self.dataset, self.sampler = SkipBadAudio(dataset), sampler
+        self.collate_fn = DropBadClips(collate_fn)
+        self.max_bad_clips = max_bad_clips
+        self.bad_clips: list[str] = []  # messages of the clips skipped so far (this process)
         self.num_workers, self.seed, self.rank = num_workers, seed, rank
         self.pin_memory = pin_memory
         self.epoch = 0
@@ -195,24 +204,38 @@ class BatchStream:
         )
 
     def next(self) -> Any:
-        for _ in range(2):
+        empty_epochs = 0
+        while empty_epochs < 2:
             if self._it is None:
                 self._it = iter(self._loader())
             try:
-                batch = next(self._it)
+                out: Collated = next(self._it)
             except StopIteration:
                 self._it = None
-                if self.position == 0:
-                    break
-                self.epoch, self.position = self.epoch + 1, 0
+                empty_epochs += self.position == 0
+                if self.position:
+                    self.epoch, self.position = self.epoch + 1, 0
                 continue
             except SamuError:
                 raise
             except Exception as err:  # a worker's error, re-raised by torch as plain text
                 raise _worker_error(err) from err
             self.position += 1
-            return batch
+            self._count_bad(out.bad)
+            if out.batch is not None:
+                return out.batch
         raise SamuError(f"the batch sampler yielded no batch in epoch {self.epoch} (empty data?)")
+
+    def _count_bad(self, messages: list[str]) -> None:
+        for message in messages:
+            self.bad_clips.append(message)
+            log.warning("skipped an unreadable clip (%d so far): %s", len(self.bad_clips), message)
+        if len(self.bad_clips) > self.max_bad_clips:
+            raise SamuError(
+                f"{len(self.bad_clips)} unreadable clips, over train.max_bad_clips="
+                f"{self.max_bad_clips} (first: {self.bad_clips[0]}); fix the corpus or "
+                "re-import it with --check-audio"
+            )
 
     def close(self) -> None:
         self._it = None
