@@ -635,6 +635,7 @@ def _step(
     mentions: tuple[str, ...],
     bad_clip: bool = False,
     bad_line: str | None = None,
+    expect: Outcome = "error",
 ) -> Callable[[Path], Setup]:
     """``samu-st COMMAND cfg.yaml`` with a tiny ``section`` plus the YAML lines ``extra``;
     ``bad_line`` is appended to the manifest, which is then called bad.jsonl."""
@@ -653,7 +654,7 @@ def _step(
         config = tmp / "cfg.yaml"
         config.write_text(head + extra, encoding="utf-8")
         found = tuple(m.replace("{tmp}", str(tmp)) for m in mentions)
-        return Setup([command, str(config)], "error", found, out=tmp)
+        return Setup([command, str(config)], expect, found, out=tmp)
 
     return build
 
@@ -708,8 +709,21 @@ STEP_CASES = [
     ),
     Case(
         "step_nan_clip",
-        "train-ctc on a manifest whose clip has NaN samples (imported without --check-audio)",
-        _step("train-ctc", "train_ctc", TINY, ("{tmp}/clips/c0.wav", "NaN"), bad_clip=True),
+        "train-ctc on a manifest whose clip has NaN samples (imported without --check-audio): "
+        "skipped and counted, the run finishes",
+        _step("train-ctc", "train_ctc", TINY, (), bad_clip=True, expect="ok"),
+    ),
+    Case(
+        "step_nan_clip_over_limit",
+        "the same with train.max_bad_clips: 0 (no unreadable clip tolerated)",
+        _step(
+            "train-ctc",
+            "train_ctc",
+            TINY + "  train: {max_steps: 4, tensorboard: false, progress_bar: false, "
+            "max_bad_clips: 0}\n",
+            ("{tmp}/clips/c0.wav", "NaN", "max_bad_clips"),
+            bad_clip=True,
+        ),
     ),
 ]
 
