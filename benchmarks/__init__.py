@@ -14,4 +14,5 @@ BENCHMARKS: dict[str, str] = {
     "data_loading": "benchmarks.data_loading",
     "ctc_train": "benchmarks.ctc_train",
     "encoder_rtf": "benchmarks.encoder_rtf",
+    "paper_step": "benchmarks.paper_step",
 }

@@ -145,3 +145,40 @@ def test_results_table_has_one_row_per_benchmark(
     for name, line in zip(BENCHMARKS, lines[2:], strict=True):
         assert line.startswith(f"| {name} (") and line.count("|") == 7
         assert re.search(r"\| [a-z_]+ \d+\.\d\dx", line), line  # the ratios column
+
+
+def test_paper_step_runs_its_measurement_on_a_tiny_translator(tmp_path: Path) -> None:
+    """``--only paper_step`` builds the paper-size model (minutes); the same code path on the
+    tiny presets of configs/paper.yaml's `model:` setup, in this process."""
+    from benchmarks import paper_step
+    from benchmarks.corpus import Context
+
+    from samu_st.config import load_step_config
+    from samu_st.models.translator import TranslatorConfig
+
+    paper = load_step_config(TranslatorConfig, paper_step.PAPER_CONFIG, "model")
+    cfg = paper_step.paper_model_config(tiny=True)
+    assert (cfg.encoder.mode, cfg.decoder.trainable) == (paper.encoder.mode, "lna")
+    assert cfg.encoder.gradient_checkpointing and cfg.encoder.size == "tiny"
+    assert cfg.encoder.pretrained is None and cfg.decoder.pretrained is None
+    rec = paper_step.run(Context(work=tmp_path, quick=True, isolate=False)).to_json()
+    json.loads(json.dumps(rec))  # one JSON line
+    ours, spec = rec["ours"], paper_step.QUICK_SPEC
+    for key in ("seconds_per_update", "audio_sec_per_sec", "peak_rss_mb",
+                "estimated_10min_batch_mb", "checkpoint_save_seconds",
+                "checkpoint_load_seconds", "checkpoint_mb", "beam5_decode_seconds"):  # fmt: skip
+        assert _finite_positive(ours[key]), key
+    detail = ours["detail"]
+    updates = detail["updates"]
+    assert len(updates["update_seconds"]) == spec.warmup + spec.updates
+    assert updates["trainable_tensors_without_gradient"] == 0  # checkpointing cuts no adapter off
+    assert updates["target_tokens"] == spec.clips * (spec.target_words + 1)  # words + </s>
+    groups = detail["parameter_groups"]
+    assert detail["trainable_parameters"] == sum(g["trainable"] for g in groups.values())
+    assert groups["encoder"]["trainable"] == 0 < groups["bottleneck_adapters"]["trainable"]
+    util = detail["utilisation"]
+    assert util["update_gflop"] > util["forward_gflop"] > 0 and util["mfu_of_gemm_peak"] > 0
+    assert "600 s" in detail["memory_estimate"]["formula"]
+    assert detail["checkpoint"]["tensors"] > 0
+    assert rec["ratios"]["decode_speed"] == rec["ratio"] > 0
+    assert ours["gpu_10min"] is None or ours["gpu_10min"]["seconds_per_update"] > 0
