@@ -1,5 +1,6 @@
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from samu_st.errors import DataError
 QUIET = ImportOptions(progress=False, workers=2)
 
 
-def run(folder: CvFolder, out: Path, **options: object) -> dict:
+def run(folder: CvFolder, out: Path, **options: Any) -> dict[str, Any]:
     opts = ImportOptions(**{"progress": False, "workers": 2, **options})
     import_commonvoice(folder.lang_dir, out, options=opts)
     return json.loads((out / "import_report.json").read_text())
@@ -180,3 +181,119 @@ def test_cli_prepare_commonvoice(tmp_path: Path, capsys: pytest.CaptureFixture[s
     code = main(["prepare", "commonvoice", str(folder.lang_dir), "--out", str(out), "--strict"])
     assert code == 2
     assert "train.tsv:2: audio file not found" in capsys.readouterr().err
+
+
+# --- issue 14, defect 11 ---------------------------------------------------------------------
+
+
+def validated_only(root: Path, lang: str = "cy") -> CvFolder:
+    """A Common Voice folder as CoVoST-2 points into it: validated.tsv and clips/ only."""
+    folder = make_commonvoice(root, lang)
+    for name in ("train", "dev", "test", "other", "invalidated"):
+        folder.tsv(name).unlink()
+    return folder
+
+
+def test_validated_only_folder_goes_to_train_whole(tmp_path: Path) -> None:
+    folder = validated_only(tmp_path / "cv")
+    out = tmp_path / "out"
+    report = import_commonvoice(folder.lang_dir, out, train_from_validated=True, options=QUIET)
+    assert report.kept == {"train": {"cy": 10}}  # 3 + 2 + 2 + 3 extra rows, nothing held out
+    assert report.excluded == {} and report.skipped == {}
+    assert sorted(u.id for u in read_manifest(out / "train" / "cy.jsonl")) == sorted(
+        Path(r["path"]).stem for r in folder.rows["validated"]
+    )
+    assert not (out / "dev").exists() and not (out / "test").exists()
+    assert json.loads((out / "import_report.json").read_text())["notes"] == [
+        f"{folder.lang_dir}: no dev.tsv and test.tsv, so no dev/test split;"
+        " all of validated.tsv is train"
+    ]
+    # Without the option, the missing train.tsv is an error that says what to do.
+    with pytest.raises(DataError, match=r"train\.tsv: TSV file not found.*--train-from-valid"):
+        import_commonvoice(folder.lang_dir, tmp_path / "no", options=QUIET)
+
+
+def test_absent_test_tsv_is_left_out_and_noted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = make_commonvoice(tmp_path / "cv")
+    folder.tsv("test").unlink()
+    out = tmp_path / "out"
+    args = ["prepare", "commonvoice", str(folder.lang_dir), "--out", str(out)]
+    assert main([*args, "--train-from-validated"]) == 0
+    assert (
+        "Note: " + f"{folder.lang_dir}: no test.tsv, so no test split." in capsys.readouterr().out
+    )
+    report = json.loads((out / "import_report.json").read_text())
+    # Only dev is held out now: its 2 rows and the dev speaker's extra row leave train.
+    assert report["kept"] == {"train": {"ga-IE": 7}, "dev": {"ga-IE": 2}}
+    assert report["excluded"] == {"dev_test_overlap": 3}
+
+
+def test_several_languages_into_one_out_keep_every_report(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    fr, de = make_commonvoice(tmp_path / "cv", "fr"), make_commonvoice(tmp_path / "cv", "de")
+    import_commonvoice(fr.lang_dir, out, options=QUIET)
+    import_commonvoice(de.lang_dir, out, options=QUIET)
+    data = json.loads((out / "import_report.json").read_text())
+    assert data["kept"]["train"] == {"de": 3, "fr": 3}
+    assert sorted(data["imports"]) == ["de", "fr"] and data["total_kept"] == 14
+    assert data["imports"]["fr"]["kept"]["dev"] == {"fr": 2}
+    # Re-importing fr replaces fr's entry only; de's stays as it was.
+    write_mp3(fr.clip("train", 0), seconds=1.0)
+    import_commonvoice(fr.lang_dir, out, options=ImportOptions(progress=False, max_duration=0.9))
+    data = json.loads((out / "import_report.json").read_text())
+    assert data["kept"]["train"] == {"de": 3, "fr": 2}
+    assert data["skipped"] == {"audio_too_long": 1}
+    assert data["imports"]["de"]["skipped"] == {} and data["imports"]["de"]["total_kept"] == 7
+    assert sorted(Path(m).name for m in data["manifests"]) == ["de.jsonl"] * 3 + ["fr.jsonl"] * 3
+
+
+def test_language_comes_from_the_locale_column(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = make_commonvoice(tmp_path / "cv", "fr")
+    renamed = folder.lang_dir.rename(tmp_path / "cv" / "cv")  # a folder named after the corpus
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING", logger="samu_st.data.importers.commonvoice"):
+        report = import_commonvoice(renamed, out, options=QUIET)
+    assert report.kept == {"train": {"fr": 3}, "dev": {"fr": 2}, "test": {"fr": 2}}
+    assert {u.language for u in read_manifest(out / "train" / "fr.jsonl")} == {"fr"}
+    assert not (out / "train" / "cv.jsonl").exists()
+    assert "locale 'fr', folder 'cv'" in caplog.text
+    assert any("have locale 'fr', not 'cv'" in n for n in report.notes)
+    # --language still labels every row as asked.
+    forced = import_commonvoice(renamed, tmp_path / "forced", language="br", options=QUIET)
+    assert forced.kept["train"] == {"br": 3}
+
+
+def test_a_tsv_mixing_locales_is_labelled_per_row(tmp_path: Path) -> None:
+    folder = make_commonvoice(tmp_path / "cv", "fr")
+    folder.rows["train"][1]["locale"] = "br"  # a clip of another language
+    folder.rows["train"][2]["locale"] = ""  # no locale: the folder name
+    folder.write_tsvs()
+    out = tmp_path / "out"
+    report = import_commonvoice(folder.lang_dir, out, options=QUIET)
+    assert report.kept["train"] == {"fr": 2, "br": 1}
+    assert [u.id for u in read_manifest(out / "train" / "br.jsonl")] == [
+        Path(folder.rows["train"][1]["path"]).stem
+    ]
+    folder.rows["dev"][0]["locale"] = "French (France)"
+    folder.write_tsvs()
+    with pytest.raises(DataError, match=r"dev\.tsv:2: unknown language code 'French \(France\)'"):
+        import_commonvoice(folder.lang_dir, tmp_path / "bad", options=QUIET)
+
+
+def test_an_older_or_unreadable_report_is_not_lost(tmp_path: Path) -> None:
+    fr, de = make_commonvoice(tmp_path / "cv", "fr"), make_commonvoice(tmp_path / "cv", "de")
+    out = tmp_path / "out"
+    import_commonvoice(fr.lang_dir, out, options=QUIET)
+    path = out / "import_report.json"
+    legacy = json.loads(path.read_text())["imports"]["fr"]  # the one-import file of before
+    path.write_text(json.dumps(legacy))
+    import_commonvoice(de.lang_dir, out, options=QUIET)
+    assert sorted(json.loads(path.read_text())["imports"]) == ["de", "fr"]
+    path.write_text("{ half-written")
+    import_commonvoice(de.lang_dir, out, options=QUIET)
+    assert (out / "import_report.unreadable.json").read_text() == "{ half-written"
+    assert sorted(json.loads(path.read_text())["imports"]) == ["de"]

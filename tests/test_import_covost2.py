@@ -15,6 +15,7 @@ from samu_st.cli import main
 from samu_st.data.importers import ImportOptions, import_covost2
 from samu_st.data.manifest import read_manifest
 from samu_st.errors import DataError
+from standins.corpora import COVOST_READ_COLUMNS, write_paper_corpora
 
 QUIET = ImportOptions(progress=False, workers=2)
 # n=6 rows per language, split cycle train, train_covost, dev, test → train 4, dev 1, test 1.
@@ -148,3 +149,27 @@ def test_cli_prepare_covost2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert not (out / "dev" / "de.jsonl").exists()  # the first run's manifest went stale
     assert main([*args, "--max-duration", "0.35", "--strict"]) == 2
     assert "fr_en.tsv:4: " in capsys.readouterr().err  # fr comes first (CoVoST order)
+
+
+def test_released_archive_joins_a_validated_only_common_voice_release(tmp_path: Path) -> None:
+    """covost_v2.<src>_en.tsv.tar.gz (path translation split) + cv-corpus-8.0/<src>/ holding
+    only validated.tsv and clips/: sentence and client_id come from validated.tsv by path."""
+    corpora = write_paper_corpora(
+        tmp_path / "in", languages=("ca", "cy"), covost_columns=COVOST_READ_COLUMNS, archive=True
+    )
+    assert not corpora.covost_tsv("ca").exists()  # only the released archive is there
+    out = tmp_path / "out"
+    report = import_covost2(corpora.covost_tsv_dir, corpora.cv_root, out, options=QUIET)
+    assert report.kept == {
+        s: {"ca": n, "cy": n} for s, n in {"train": 6, "dev": 2, "test": 2}.items()
+    }
+    assert report.skipped == {} and report.excluded == {}
+    for lang in ("ca", "cy"):
+        by_path = {c.path: c for c in corpora.clips[lang]}
+        for u in read_manifest(out / "train" / f"{lang}.jsonl"):
+            clip = by_path[Path(u.audio).name]
+            assert (u.source_text, u.speaker, u.target_text) == (
+                clip.sentence,
+                clip.client_id,
+                clip.translation,
+            )

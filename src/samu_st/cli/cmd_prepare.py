@@ -141,16 +141,23 @@ def _add_commonvoice(sub: Any) -> None:
     p = sub.add_parser(
         "commonvoice",
         help="one Common Voice language folder (ASR data)",
-        description="Import cv-corpus-N/<lang>/ (train.tsv dev.tsv test.tsv, clips/).",
+        description="Import cv-corpus-N/<lang>/ (train.tsv dev.tsv test.tsv or validated.tsv,"
+        " clips/). Rows are labelled by their locale column, else the folder name. A dev or"
+        " test TSV that does not exist is left out and noted. Several languages may be"
+        " imported into one --out: import_report.json keeps an entry per language.",
     )
     p.add_argument("cv_lang_dir", type=Path, metavar="CV_LANG_DIR")
-    p.add_argument("--language", help="language code (default: the folder name)")
+    p.add_argument(
+        "--language",
+        help="label every row with this code (default: each row's locale, else the folder name)",
+    )
     p.add_argument("--splits", nargs="+", default=["train", "dev", "test"], metavar="SPLIT")
     p.add_argument(
         "--train-from-validated",
         action="store_true",
         help="train = validated.tsv minus rows sharing a clip, speaker or sentence with"
-        " dev/test (more data for distillation or CTC)",
+        " dev/test (more data for distillation or CTC); a folder holding only validated.tsv"
+        " goes to train whole",
     )
     _import_options(p)
     p.set_defaults(func=_run_commonvoice)

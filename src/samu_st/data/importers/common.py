@@ -11,7 +11,6 @@ in the :class:`ImportReport` under a :class:`SkipReason` with a ``file:line`` ex
 from __future__ import annotations
 
 import io
-import json
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
@@ -26,12 +25,12 @@ import soundfile as sf
 from tqdm import tqdm
 
 from samu_st.audio import audio_info, is_silent, load_audio
+from samu_st.data.importers.report_file import MAX_EXAMPLES, write_report
 from samu_st.data.manifest import LANGUAGE_CODE_RE, MAX_TEXT_CHARS, Utterance, write_manifest
 from samu_st.errors import AudioError, DataError
 
 Seconds = float
 REPORT_NAME = "import_report.json"
-MAX_EXAMPLES = 5  # skipped rows quoted per reason in the report
 # The manifest schema's language-code format (Common Voice style: "fr", "zh-CN", "ga-IE", "yue").
 # mp3 decoders may drop up to a couple of frames of encoder delay; more missing means truncation.
 _TRUNCATION_SLACK = 2 * 1152
@@ -77,10 +76,12 @@ class ImportOptions:
 
 @dataclass
 class ImportReport:
-    """Kept and skipped counts of one import, written as ``OUT/import_report.json``."""
+    """Kept and skipped counts of one import, written as one entry of ``OUT/import_report.json``
+    (see :mod:`samu_st.data.importers.report_file`: other imports' entries are kept)."""
 
     corpus: str
     options: dict[str, Any] = field(default_factory=dict)
+    languages: list[str] = field(default_factory=list)  # languages this import covered
     sources: list[str] = field(default_factory=list)  # input files read
     kept: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> language -> count
     hours: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> language -> h
@@ -88,6 +89,7 @@ class ImportReport:
     excluded: dict[str, int] = field(default_factory=dict)  # reason -> count (deliberate)
     examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> "file:line: why"
     manifests: list[str] = field(default_factory=list)  # manifests written
+    notes: list[str] = field(default_factory=list)  # what a user should know (absent splits...)
 
     def add_kept(self, utt: Utterance) -> None:
         by_lang = self.kept.setdefault(utt.split, {})
@@ -119,12 +121,10 @@ class ImportReport:
         return data
 
     def write(self, out_dir: str | Path, name: str = REPORT_NAME) -> Path:
+        """Merge into ``OUT/import_report.json`` (other languages' entries kept); any other
+        ``name`` (the failed-import report) is written on its own."""
         path = Path(out_dir) / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n", "utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_report(path, self.to_dict(), merge=name == REPORT_NAME)
 
     def summary(self) -> str:
         """One paragraph: kept per split (hours), skipped and excluded by reason."""
@@ -141,7 +141,7 @@ class ImportReport:
         text += f"skipped {self.total_skipped}" + (f" ({reasons})" if reasons else "")
         if self.excluded:
             text += "; excluded " + ", ".join(f"{k} {n}" for k, n in sorted(self.excluded.items()))
-        return text + "."
+        return text + "." + "".join(f" Note: {n}." for n in self.notes)
 
 
 class SkipPolicy:
@@ -356,6 +356,7 @@ def write_manifests(
     groups: dict[tuple[str, str], list[Utterance]] = defaultdict(list)
     for utt in utterances:
         groups[(utt.split, utt.language)].append(utt)
+    report.languages = sorted(set(languages) | {lang for _, lang in groups})
     if not groups:
         report_path = report.write(out, name="import_report.failed.json")
         reasons = Counter(report.skipped) + Counter(report.excluded)
