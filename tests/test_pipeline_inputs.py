@@ -64,6 +64,8 @@ def test_dry_run_checks_the_transcribed_speech_paths(tmp_path: Path) -> None:
     (tmp_path / "cv" / "train").mkdir(parents=True)
     (tmp_path / "cv" / "train" / "fr.jsonl").write_text("")
     assert not [p for p in check_paths(cfg) if p.where.endswith(".data.manifests")]
+    # distill's dev reads cv/dev, which an import of validated.tsv alone does not make
+    assert [p.where for p in check_paths(cfg) if ".dev." in p.where] == ["distill.dev.manifests"]
 
 
 def test_step_section_overrides_from_the_command_line(tmp_path: Path) -> None:

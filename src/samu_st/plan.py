@@ -140,7 +140,24 @@ def check_asr_data(cfg: PipelineConfig) -> list[Problem]:
                 ))  # fmt: skip
             elif path.is_dir() and not any(path.rglob("*.jsonl")):
                 problems.append(Problem(f"{section}.data.manifests", f"{path}: no .jsonl"))
+        problems += _check_dev(cfg, section)
     return problems
+
+
+def _check_dev(cfg: PipelineConfig, section: str) -> list[Problem]:
+    """A `dev:` of folders must find their `<split>/` manifests (an import from validated.tsv
+    alone has only train/)."""
+    from samu_st.pipeline_stages import steps_data
+
+    dev = steps_data(cfg).get(section, {}).get("dev")
+    if not isinstance(dev, dict):
+        return []
+    split = str(dev.get("split", "train"))
+    return [
+        Problem(f"{section}.dev.manifests", f"{m}/{split}: no <lang>.jsonl manifests")
+        for m in map(Path, dev.get("manifests", ()))
+        if m.is_dir() and not any((m / split).glob("*.jsonl")) and not any(m.glob("*.jsonl"))
+    ]
 
 
 def stage_reads(cfg: PipelineConfig, stage: Stage) -> str:
