@@ -164,3 +164,18 @@ def test_cache_key_separates_models_and_poolings(tmp_path: Path, tiny_bert: Path
         b = embed_cached(mean_teacher, ["hello"], cache)
         assert cache.count() == 2
         assert not torch.allclose(a, b)
+
+
+def test_read_only_cache_reads_and_never_writes(tmp_path: Path, tiny_bert: Path) -> None:
+    """Processes other than the merging one open the cache read-only (no write lock to wait on)."""
+    import sqlite3
+
+    teacher = TextTeacher.from_folder(tiny_bert, max_length=16)
+    path = tmp_path / "c.sqlite"
+    with EmbeddingCache(path) as cache:
+        stored = embed_cached(teacher, ["one"], cache)
+    with EmbeddingCache(path, read_only=True) as reader:
+        found = reader.get(teacher.cache_key, ["one"])["one"]
+        torch.testing.assert_close(torch.tensor(found), stored[0])
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.put(teacher.cache_key, ["two"], stored)

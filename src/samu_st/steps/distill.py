@@ -1,11 +1,12 @@
 """Step 2: SAMU-XLS-R semantic distillation of the speech encoder into a text teacher's space.
 
-``run_distill(cfg)``: embed every distinct text ONCE with the frozen teacher (through the
-on-disk :class:`EmbeddingCache`), free the teacher, then train a :class:`SamuModel` (encoder →
+``run_distill(cfg)``: embed every distinct text ONCE with the frozen teacher, every process its
+share, into one memory-mapped table on disk (:mod:`samu_st.models.teacher_table`), free the
+teacher, then train a :class:`SamuModel` (encoder →
 one-query attention pooling → projection) on cosine distance in the shared loop, with speed
 perturbation, separate learning rates for head and encoder, and dev recall@1. Exports
 ``<out_dir>/final`` (``SamuModel.save``; its ``encoder/`` is what step 3 loads) with a
-``metrics.json`` of the final dev numbers.
+``metrics.json`` of the final dev numbers and the resolved teacher (key ``teacher``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import gc
 import json
 import logging
 import math
+import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from samu_st.data.dataset import SpeechDataset
@@ -26,14 +30,13 @@ from samu_st.errors import ConfigError
 from samu_st.models.encoder import EncoderConfig
 from samu_st.models.samu import SamuModel
 from samu_st.models.teacher import (
-    POOLINGS,
-    EmbeddingCache,
-    Pooling,
+    TeacherPlan,
+    TeacherPooling,
     TextTeacher,
     default_teacher_path,
-    embed_cached,
-    native_pooling,
+    resolve_device,
 )
+from samu_st.models.teacher_table import ONE_PROCESS, ShardJob, build_table
 from samu_st.steps.data import DataConfig
 from samu_st.steps.speech_data import (
     dev_dataset,
@@ -45,7 +48,7 @@ from samu_st.steps.speech_data import (
 )
 from samu_st.steps.tasks_distill import DistillCollator, DistillModel, DistillTask
 from samu_st.text import PAD_TOKEN, UNK_TOKEN, WORD_DELIMITER, build_char_vocab, get_normalizer
-from samu_st.training import TrainConfig, train
+from samu_st.training import TrainConfig, process_rank_and_count, train
 from samu_st.training.loop import TrainResult
 from samu_st.training.tracking import JSONL, read_jsonl
 
@@ -61,20 +64,39 @@ class TeacherConfig:
     """The frozen text teacher and the text it embeds."""
 
     path: str | None = None  # local BERT-family folder (LaBSE); None: the packaged all-MiniLM-L6-v2
-    # cls: first token (the paper, LaBSE); mean: masked mean (all-MiniLM-L6-v2 was trained
-    # with it); pooler; native: what the folder's 1_Pooling/config.json says, else cls.
-    pooling: Literal["cls", "pooler", "mean", "native"] = "native"
+    # native: the vector the folder's sentence-transformers modules (modules.json) define, e.g.
+    # LaBSE's [CLS] → Dense(tanh) → L2-normalise, all-MiniLM-L6-v2's mean → normalise; an
+    # error for a folder without modules.json. cls / mean / pooler: the raw first token, masked
+    # mean or BERT pooler output of the last hidden layer, no Dense, no normalisation.
+    pooling: TeacherPooling = "native"
     # source_text: the transcript (the paper; LaBSE is multilingual); target_text: the English
     # translation (mini-CoVoST with the English-only MiniLM, DESIGN.md §2).
     text_field: TextField = "source_text"
     max_length: int = 256  # teacher tokens per text (longer texts are truncated)
     batch_size: int = 64  # texts per teacher forward pass
-    cache: str | None = None  # SQLite embedding cache; None: <out_dir>/teacher_embeddings.sqlite
+    # SQLite cache of single vectors (reuse when the text list changes); None:
+    # <out_dir>/teacher_embeddings.sqlite. The memory-mapped tables go beside it, in
+    # <cache without suffix>.tables/ (one .npy per teacher + text list: a rerun maps it at once).
+    cache: str | None = None
+    # Where each process runs the teacher: auto = its accelerator (cuda:LOCAL_RANK) when there
+    # is one, else the CPU; or cpu, cuda, cuda:N, mps.
+    device: str = "auto"
+    # Seconds a process waits for the other processes' shares of the teacher table (each embeds
+    # 1/world of the texts) before it fails with an error naming the missing file.
+    wait_timeout: float = 7200.0
     # Subtract the mean training embedding from every teacher vector (train and dev): the
     # cosine loss then ignores what all texts share. Not in the paper (our option): a narrow
     # domain such as mini-CoVoST's numbers has embeddings within cosine 0.95 of their nearest
     # neighbour, and the raw loss is 0.17 for predicting the mean alone.
     center: bool = False
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(
+                f"distill.teacher.device: auto, cpu, cuda, cuda:N or mps, got {self.device!r}"
+            )
+        if self.wait_timeout <= 0:
+            raise ConfigError("distill.teacher.wait_timeout: must be > 0 seconds")
 
 
 @dataclass(frozen=True)
@@ -109,9 +131,11 @@ class DistillConfig:
 class TeacherTable:
     """Teacher embeddings of the distinct texts and each utterance's row in the table."""
 
-    embeddings: torch.Tensor  # (U, D) float32
+    embeddings: torch.Tensor  # (U, D) float32 (the training table: a memory-mapped view)
     rows: torch.Tensor  # (N,) long: the row of utterance i's text
     texts: list[str]  # the U distinct texts, in row order
+    teacher: dict[str, Any] = field(default_factory=dict)  # TextTeacher.describe() of the run
+    table_file: Path | None = None  # the .npy table the embeddings map (None: in RAM)
 
 
 def utterance_texts(dataset: SpeechDataset, text_field: TextField) -> list[str]:
@@ -126,40 +150,46 @@ def utterance_texts(dataset: SpeechDataset, text_field: TextField) -> list[str]:
     return texts
 
 
-def resolve_pooling(cfg: TeacherConfig, folder: Path) -> Pooling:
-    """The teacher pooling: ``native`` reads the folder's sentence-transformers config."""
-    if cfg.pooling == "native":
-        return native_pooling(folder) or "cls"
-    assert cfg.pooling in POOLINGS
-    return cfg.pooling
-
-
 def teacher_tables(
-    cfg: TeacherConfig, cache_path: Path, *text_lists: Sequence[str]
+    cfg: TeacherConfig, cache_path: Path, *text_lists: Sequence[str], job: ShardJob = ONE_PROCESS
 ) -> list[TeacherTable]:
-    """Embed the distinct texts of each list ONCE (through the cache), then free the teacher.
+    """One table per text list (its distinct texts, in first-seen order), all rows of one
+    memory-mapped file that the processes of ``job`` embed together (see
+    :mod:`samu_st.models.teacher_table`); the teacher is loaded only where a text is new.
 
-    The teacher is loaded only here: training only indexes the returned tables.
-    """
+    The first (training) list's table is a view of the file, never a private copy; the others
+    (dev) are small copies of their rows."""
     folder = Path(cfg.path) if cfg.path is not None else default_teacher_path()
-    pooling = resolve_pooling(cfg, folder)
-    teacher = TextTeacher.from_folder(folder, pooling, cfg.max_length)
+    plan = TeacherPlan.of(folder, cfg.pooling, cfg.max_length)
+    device = resolve_device(cfg.device)
+
+    def load() -> TextTeacher:
+        return TextTeacher.from_folder(folder, cfg.pooling, cfg.max_length, device)
+
     distinct = [list(dict.fromkeys(texts)) for texts in text_lists]
-    with EmbeddingCache(cache_path) as cache:
-        before = cache.count(teacher.cache_key)
-        tables = [embed_cached(teacher, unique, cache, cfg.batch_size) for unique in distinct]
-        added = cache.count(teacher.cache_key) - before
+    union = list(dict.fromkeys(t for texts in distinct for t in texts))
+    tables_dir = cache_path.with_suffix(".tables")
+    built = build_table(plan, load, union, tables_dir, cache_path, cfg.batch_size, job)
     log.info(
-        "teacher %s (%s pooling, dim %d): %s distinct texts, %d newly embedded, cache %s",
-        folder, pooling, teacher.dim, "+".join(str(len(d)) for d in distinct), added, cache_path,
+        "teacher %s (%s, dim %d, on %s): %s distinct texts, table %s; process %d of %d "
+        "embedded %d of them", folder, plan.describe()["summary"], plan.dim, device,
+        "+".join(str(len(d)) for d in distinct), built.path, job.rank, job.world, built.embedded,
     )  # fmt: skip
-    del teacher
     gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the teacher is gone; give its memory back to training
+    index = {t: i for i, t in enumerate(union)}
     result = []
-    for texts, unique, table in zip(text_lists, distinct, tables, strict=True):
-        index = {t: i for i, t in enumerate(unique)}
-        rows = torch.tensor([index[t] for t in texts], dtype=torch.long)
-        result.append(TeacherTable(table, rows, unique))
+    for position, (texts, unique) in enumerate(zip(text_lists, distinct, strict=True)):
+        if position == 0:  # the first list's texts are the table's first rows
+            with warnings.catch_warnings():  # read-only memory: nothing writes a teacher table
+                warnings.simplefilter("ignore", UserWarning)
+                embeddings = torch.from_numpy(built.vectors[: len(unique)])
+        else:
+            embeddings = torch.from_numpy(np.array(built.vectors[[index[t] for t in unique]]))
+        local = {t: i for i, t in enumerate(unique)}
+        rows = torch.tensor([local[t] for t in texts], dtype=torch.long)
+        result.append(TeacherTable(embeddings, rows, unique, plan.describe(), built.path))
     return result
 
 
@@ -184,8 +214,12 @@ def ctc_labels(
     return labels, vocab
 
 
-def _export(model: DistillModel, folder: Path, result: TrainResult, cfg: DistillConfig) -> Path:
-    """Save the SAMU model and ``metrics.json`` (final dev numbers, every validation)."""
+def _export(
+    model: DistillModel, folder: Path, result: TrainResult, cfg: DistillConfig,
+    teacher: dict[str, Any],
+) -> Path:  # fmt: skip
+    """Save the SAMU model and ``metrics.json`` (final dev numbers, every validation, the
+    resolved teacher)."""
     model.samu.cpu().save(folder)
     # The run's log, not just this call's result: a resumed run keeps earlier validations.
     log_file = Path(cfg.out_dir) / JSONL
@@ -197,6 +231,7 @@ def _export(model: DistillModel, folder: Path, result: TrainResult, cfg: Distill
     if validations:
         metrics.update({k: v for k, v in validations[-1].items() if k not in ("kind", "step")})
     metrics["teacher_text_field"] = cfg.teacher.text_field
+    metrics["teacher"] = teacher  # the resolved vector: pooling, dense, normalize, ...
     metrics["validations"] = validations
     text = json.dumps(metrics, indent=2) + "\n"
     (folder / METRICS_FILE).write_text(text, encoding="utf-8")
@@ -212,8 +247,9 @@ def run_distill(cfg: DistillConfig, resume: bool = False) -> Path:
     if dev_set is not None:
         texts.append(utterance_texts(dev_set, field_))
     cache = Path(cfg.teacher.cache) if cfg.teacher.cache else Path(cfg.out_dir) / CACHE_FILE
-    tables = on_main(lambda: teacher_tables(cfg.teacher, cache, *texts))  # one writer
-    tables = tables or teacher_tables(cfg.teacher, cache, *texts)  # others: all cached now
+    rank, world = process_rank_and_count(cfg.train)  # each process embeds its share
+    job = ShardJob(rank, world, cfg.teacher.wait_timeout)
+    tables = teacher_tables(cfg.teacher, cache, *texts, job=job)
     if cfg.teacher.center:
         tables = center_tables(tables)
     labels, vocab = (None, None)
@@ -234,5 +270,5 @@ def run_distill(cfg: DistillConfig, resume: bool = False) -> Path:
     result = train(task, model, dataset, collate, sampler, train_cfg, cfg.out_dir, resume,
                    val_loader, run_config=cfg)  # fmt: skip
     folder = final_dir(cfg.out_dir)
-    on_main(lambda: _export(model, folder, result, cfg))
+    on_main(lambda: _export(model, folder, result, cfg, tables[0].teacher))
     return folder
