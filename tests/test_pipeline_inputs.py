@@ -150,3 +150,18 @@ def test_paper_stages_hash_their_outside_inputs(tmp_path: Path) -> None:
     assert str(tmp_path / "xlsr") in inputs["distill"] and str(tmp_path / "cv") in inputs["distill"]
     assert str(tmp_path / "cv") in inputs["ctc"]
     assert str(tmp_path / "xlsr") in inputs["st:samu-xlsr-A"]
+
+
+def test_dry_run_finds_a_teacher_transformer_in_its_subfolder(tmp_path: Path) -> None:
+    from samu_st.plan import check_folder, transformer_folder
+
+    folder = tmp_path / "labse"
+    (folder / "0_Transformer").mkdir(parents=True)
+    (folder / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path":
+        "0_Transformer", "type": "sentence_transformers.models.Transformer"}]))  # fmt: skip
+    for name in ("config.json", "model.safetensors", "tokenizer_config.json"):
+        (folder / "0_Transformer" / name).write_text("{}")
+    assert transformer_folder(folder) == folder / "0_Transformer"
+    needs = ("config.json", "weights", "tokenizer_config.json")
+    assert check_folder(str(transformer_folder(folder)), "text teacher", needs) is None
+    assert check_folder(str(folder), "text teacher", needs) is not None  # what it checked before

@@ -67,6 +67,17 @@ def check_folder(path: str, kind: str, needs: tuple[str, ...]) -> str | None:
     return None
 
 
+def transformer_folder(folder: Path) -> Path:
+    """Where a sentence-transformers folder keeps its transformer: the root, or the
+    ``0_Transformer``-style subfolder that ``modules.json`` names."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        first = str(modules[0].get("path", ""))
+    except (OSError, json.JSONDecodeError, IndexError, KeyError, AttributeError, TypeError):
+        return folder
+    return folder / first if first and (folder / first / "config.json").is_file() else folder
+
+
 def check_paths(cfg: PipelineConfig) -> list[Problem]:
     """Every input path of the grid, checked for the format it must have."""
     problems: list[Problem] = []
@@ -104,6 +115,8 @@ def check_paths(cfg: PipelineConfig) -> list[Problem]:
             )
         )
     for key, path, kind, needs in checks:
+        if kind == "text teacher" and path is not None:
+            path = transformer_folder(Path(path))
         if path is not None and (msg := check_folder(str(path), kind, needs)):
             problems.append(Problem(key, msg))
     problems += check_asr_data(cfg)
