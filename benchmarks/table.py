@@ -15,6 +15,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     "beam_search": ("seconds", "s"),
     "data_loading": ("clips_per_sec", "clips/s"),
     "encoder_rtf": ("rtf", "RTF"),
+    "paper_step": ("beam5_decode_seconds", "s"),
 }
 
 
