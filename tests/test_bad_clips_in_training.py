@@ -4,6 +4,7 @@ truncated mp3) is skipped, logged and counted during training instead of stoppin
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,3 +67,29 @@ def test_too_many_bad_clips_stop_the_run_naming_the_first() -> None:
     with pytest.raises(SamuError, match=r"3 unreadable clips.*clip1\.wav"):
         for _ in range(4):
             stream.next()
+
+
+def test_truncated_mp3_and_nan_wav_are_the_two_skipped_clips(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from fixtures_corpora import truncate, write_mp3
+    from samu_st.data.collate import collate_audio
+    from samu_st.data.dataset import SpeechDataset
+    from samu_st.data.manifest import Utterance
+    from samu_st.data.sampler import DurationBatchSampler
+
+    clips = [write_mp3(tmp_path / f"c{i}.mp3", 2.0) for i in range(4)]
+    truncate(clips[1], 0.2)  # the header still reads; a fifth of the audio decodes
+    nan = tmp_path / "nan.wav"
+    sf.write(nan, np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
+    paths = [*clips, nan]
+    utts = [Utterance(f"u{i}", str(p), 2.0 if p.suffix == ".mp3" else 1.0, "fr", "x", "y",
+                      "s", "train") for i, p in enumerate(paths)]  # fmt: skip
+    dataset = SpeechDataset(utts, None)
+    sampler = DurationBatchSampler(dataset.durations, 4.5, shuffle=False)
+    stream = BatchStream(dataset, sampler, collate_audio, 0, 1, 0, False, max_bad_clips=5)
+    seen = [stream.next() for _ in range(len(sampler))]
+    assert len(seen) == len(sampler) and len(stream.bad_clips) == 2
+    assert any("c1.mp3" in m and "truncated" in m for m in stream.bad_clips)
+    assert any("nan.wav" in m and "NaN" in m for m in stream.bad_clips)

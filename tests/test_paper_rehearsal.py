@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 from safetensors.torch import load_file
-from standins.labse import write_labse
 
-from fixtures_corpora import make_covost
 from samu_st.cli import main
 from samu_st.grid import HIGH_RESOURCE
+from standins.corpora import COVOST_READ_COLUMNS, write_paper_corpora
+from standins.labse import write_labse
 from standins.mbart50 import write_mbart50
 from standins.xlsr import write_xlsr
 from test_ddp import free_port
@@ -31,7 +31,7 @@ from test_ddp import free_port
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper.yaml"
-LANGS = ("fr", "de", "ca", "cy")  # ca and cy: no MBART-50 code
+LANGS = ("fr", "de", "ca", "cy", "ja")  # ca and cy: no MBART-50 code
 STEPS = [f"{s}.train.max_steps=2" for s in ("distill", "train_ctc", "train_st")]
 
 
@@ -47,14 +47,15 @@ def paper_copy(root: Path, paths: dict[str, Path]) -> Path:
 
 
 def prepare_data(root: Path) -> tuple[Path, Path]:
-    """CoVoST-2 released TSVs + a validated.tsv-only Common Voice root, imported as a user
-    does: `prepare covost2` for step 3, `prepare commonvoice` per language for step 2."""
-    fixture = make_covost(root / "release", langs=LANGS, n=8, form="released")
+    """CoVoST-2 released TSVs + Common Voice 8 folders holding only validated.tsv and clips/,
+    imported as a user does: `prepare covost2` for step 3, `prepare commonvoice
+    --train-from-validated` per language (into one folder) for step 2."""
+    release = write_paper_corpora(root / "release", LANGS, covost_columns=COVOST_READ_COLUMNS)
     covost, cv = root / "covost2", root / "cv8"
-    assert main(["prepare", "covost2", str(fixture.covost_dir), str(fixture.cv_root),
+    assert main(["prepare", "covost2", str(release.covost_tsv_dir), str(release.cv_root),
                  "--out", str(covost)]) == 0  # fmt: skip
     for lang in LANGS:
-        assert main(["prepare", "commonvoice", str(fixture.cv_root / lang),
+        assert main(["prepare", "commonvoice", str(release.cv_lang_dir(lang)),
                      "--train-from-validated", "--out", str(cv)]) == 0  # fmt: skip
     return covost, cv
 

@@ -22,9 +22,11 @@ from torch.utils.data import Dataset
 from samu_st.audio import SAMPLE_RATE, load_audio, normalize, speed_perturb
 from samu_st.data.manifest import Utterance, read_manifest, resolve_audio
 from samu_st.data.sampler import SampleKey
-from samu_st.errors import ConfigError
+from samu_st.errors import AudioError, ConfigError
 
 Seconds = float
+# A clip decoding to less than this share of its manifest duration is reported as truncated.
+TRUNCATED_SHARE = 0.5
 
 
 class SpeechItem(TypedDict):
@@ -144,6 +146,14 @@ class SpeechDataset(Dataset[SpeechItem]):
         wav = self.cache.get(index) if self.cache is not None else None
         if wav is None:
             wav = load_audio(self.paths[index], self.sample_rate, max_duration=self.max_duration)
+            expected = self.utterances[index].duration
+            if len(wav) < TRUNCATED_SHARE * expected * self.sample_rate:
+                # a truncated mp3 decodes without error, to a fraction of its header's length
+                raise AudioError(
+                    self.paths[index],
+                    f"decodes to {len(wav) / self.sample_rate:.2f} s but the manifest says "
+                    f"{expected:.2f} s (truncated file?)",
+                )
             if self.cache is not None:
                 self.cache.put(index, wav)
         return wav

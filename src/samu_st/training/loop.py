@@ -439,6 +439,10 @@ def train(
         if acc.is_main_process:
             write_config(out_dir, run_config if run_config is not None else cfg, resumed_from)
         try:
-            return trainer.run(resumed_from)
+            result = trainer.run(resumed_from)
         finally:
             stream.close()
+        if result.bad_clips:
+            log.warning("%d unreadable clip(s) skipped in training on process %d, e.g. %s",
+                        len(result.bad_clips), acc.process_index, result.bad_clips[0])  # fmt: skip
+        return result
