@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from fixtures_corpora import CV_RATE, tone, write_raw_tsv
+from fixtures_corpora import CV_COLUMNS, CV_RATE, tone, write_raw_tsv
 from samu_st.data.importers import (
     ImportOptions,
     ImportReport,
@@ -46,18 +46,7 @@ from samu_st.data.importers import (
 
 CV8_RELEASE = "cv-corpus-8.0-2022-01-19"
 # Common Voice 8.0 validated.tsv header.
-CV8_COLUMNS = (
-    "client_id",
-    "path",
-    "sentence",
-    "up_votes",
-    "down_votes",
-    "age",
-    "gender",
-    "accent",
-    "locale",
-    "segment",
-)
+CV8_COLUMNS = tuple("accent" if c == "accents" else c for c in CV_COLUMNS)  # 8.0: singular
 COVOST_RELEASE_COLUMNS = ("path", "sentence", "translation", "split")
 COVOST_READ_COLUMNS = ("path", "translation", "split")  # what get_covost_splits.py reads
 PAPER_LANGUAGES = ("fr", "de", "ca", "cy", "ja")
