@@ -166,3 +166,21 @@ def test_speech_translator_reads_exported_and_final_folders(
     a = samu_st.SpeechTranslator.from_pretrained(finals["adapters"]).translate(clips, "fr", GREEDY)
     b = samu_st.SpeechTranslator.from_pretrained(out).translate(clips, "fr_XX", GREEDY)
     assert a == b and len(a) == 2
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        "import samu_st; from transformers import AutoModel",
+        "import transformers; import samu_st; from transformers import AutoModel",
+        "from transformers import AutoModel; import samu_st",
+    ],
+)
+def test_import_samu_st_leaves_transformers_importable(order: str) -> None:
+    # the registration hook once ran while transformers.models.auto was half imported, and
+    # `from transformers import AutoModel` then failed for every user of `import samu_st`
+    code = f"{order}\nfrom samu_st.export.hf_config import ENCODER_MODEL_TYPE\n"
+    code += "from transformers.models.auto.configuration_auto import CONFIG_MAPPING\n"
+    code += "assert ENCODER_MODEL_TYPE in CONFIG_MAPPING\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -116,7 +116,7 @@ def check_paths(cfg: PipelineConfig) -> list[Problem]:
         )
     for key, path, kind, needs in checks:
         if kind == "text teacher" and path is not None:
-            path = transformer_folder(Path(path))
+            path = str(transformer_folder(Path(path)))
         if path is not None and (msg := check_folder(str(path), kind, needs)):
             problems.append(Problem(key, msg))
     problems += check_asr_data(cfg)

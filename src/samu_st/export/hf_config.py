@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import AutoConfig, Wav2Vec2Config
+# Straight from the submodules: this runs while `transformers.models.auto` itself is being
+# imported (samu_st.export.hooks), when `from transformers import AutoConfig` would recurse.
+from transformers.models.auto.configuration_auto import AutoConfig
+from transformers.models.wav2vec2.configuration_wav2vec2 import Wav2Vec2Config
 
 #: ``model_type`` of the encoder in an exported ``-A`` ``config.json``. The name is what plain
 #: transformers prints when it refuses the folder ("Unrecognized model identifier: ..."),

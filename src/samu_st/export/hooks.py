@@ -14,7 +14,10 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-AUTO_CONFIG_MODULE = "transformers.models.auto.configuration_auto"
+# After modeling_auto has run, the auto package is complete (registering earlier, while it is
+# being imported, broke `from transformers import AutoModel`); SpeechEncoderDecoderModel and
+# pipeline() import it before they parse a config.
+AUTO_CONFIG_MODULE = "transformers.models.auto.modeling_auto"
 
 
 def register() -> None:
