@@ -17,4 +17,10 @@ def test_help_lists_commands_in_workflow_order(capsys: pytest.CaptureFixture[str
     assert listed[:3] == ["demo", "pipeline", "prepare"]
     known = [c for c in listed if c in WORKFLOW]
     assert known == sorted(known, key=WORKFLOW.index) and len(known) >= 14
-    assert listed.index("prepare-irish") == listed.index("prepare") + 1
+    assert "prepare-irish" not in listed  # it is `samu-st prepare irish` now
+
+
+def test_prepare_irish_is_under_prepare(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    assert "irish" in capsys.readouterr().out

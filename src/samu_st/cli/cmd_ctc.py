@@ -1,11 +1,12 @@
 """``samu-st train-ctc CONFIG [key=value ...] [--resume]`` (CTC fine-tuning, the notebook
-recipe and the ctc-xlsr baseline) and ``samu-st prepare-irish --out DIR`` (the synthetic Irish
+recipe and the ctc-xlsr baseline) and ``samu-st prepare irish --out DIR`` (the synthetic Irish
 Common Voice folder it is demonstrated on)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,8 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.set_defaults(func=run)
 
-    irish = subparsers.add_parser(
-        "prepare-irish",
+
+def add_prepare_irish(sub: Any) -> None:
+    """``samu-st prepare irish`` (registered by :mod:`samu_st.cli.cmd_prepare`)."""
+    irish = sub.add_parser(
+        "irish",
         help="synthesise the Irish (ga-IE) test corpus in Common Voice layout (espeak-ng)",
         description="Short everyday Irish sentences said by espeak-ng's ga voice with several "
         "synthetic speakers (dev/test speakers unseen in train), written as a Common Voice "

@@ -200,5 +200,7 @@ def register(subparsers: Any) -> None:
         description="Write OUT/<split>/<lang>.jsonl manifests and OUT/import_report.json.",
     )
     sub = parser.add_subparsers(dest="corpus", metavar="CORPUS", required=True)
-    for add in (_add_covost2, _add_commonvoice, _add_hf_disk, _add_mini):
+    from samu_st.cli.cmd_ctc import add_prepare_irish
+
+    for add in (_add_covost2, _add_commonvoice, _add_hf_disk, _add_mini, add_prepare_irish):
         add(sub)
