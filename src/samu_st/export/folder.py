@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import GenerationConfig, SpeechEncoderDecoderModel, Wav2Vec2FeatureExtractor
+from transformers import GenerationConfig, SpeechEncoderDecoderModel
 
-from samu_st.audio import SAMPLE_RATE
 from samu_st.decoding.translate import max_new_tokens_for
 from samu_st.errors import SamuError
 from samu_st.export.card import trained_languages, write_model_card
 from samu_st.export.hf_config import ENCODER_MODEL_TYPE
 from samu_st.models.adapters import has_bottleneck_adapters
+from samu_st.models.ctc import default_feature_extractor
 from samu_st.models.decoder import sync_added_rows
 from samu_st.models.tokenizer import TARGET_LANGUAGE, TargetTokenizer
 from samu_st.models.translator import (
@@ -40,6 +40,7 @@ from samu_st.models.translator import (
     PREFIX_KEY,
     decoder_prefix_mode,
     load_translator,
+    replace_folder,
 )
 
 PREFIXES_KEY = "samu_language_prefixes"  # config.json: language → decoder prefix ids
@@ -93,17 +94,6 @@ def generation_config(
     )
 
 
-def feature_extractor() -> Wav2Vec2FeatureExtractor:
-    """16 kHz mono, zero mean and unit variance per clip (eps 1e-7, as ours), with a mask."""
-    return Wav2Vec2FeatureExtractor(
-        feature_size=1,
-        sampling_rate=SAMPLE_RATE,
-        padding_value=0.0,
-        do_normalize=True,
-        return_attention_mask=True,
-    )
-
-
 def _config_json(model: SpeechEncoderDecoderModel, prefixes: dict[str, list[int]]) -> str:
     config = model.config.to_dict()
     config[PREFIXES_KEY] = prefixes
@@ -129,7 +119,7 @@ def _write(tmp: Path, model_dir: Path, opts: ExportOptions) -> str:
     setattr(gen, PREFIX_KEY, mode)
     setattr(gen, LANGUAGE_KEY, language)
     gen.save_pretrained(str(tmp))
-    feature_extractor().save_pretrained(str(tmp))
+    default_feature_extractor().save_pretrained(str(tmp))  # the normalisation ours uses
     tokenizer.save(tmp)
     for name in COPIED:
         if (model_dir / name).is_file():
@@ -153,9 +143,4 @@ def export_translator(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
+    return replace_folder(tmp, target)

@@ -335,12 +335,7 @@ def save_translator(
     tokenizer.save(tmp)
     _write_prefix(tmp / PREFIX_FILE, tokenizer, decoder_prefix_mode(model))
     (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(cfg), indent=2) + "\n", encoding="utf-8")
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
+    return replace_folder(tmp, target)
 
 
 def load_translator(folder: str | Path, device: str | torch.device = "cpu") -> LoadedTranslator:
@@ -380,3 +375,14 @@ def load_translator(folder: str | Path, device: str | torch.device = "cpu") -> L
     set_trainable(model, cfg)
     cast(nn.Module, model).to(torch.device(device))
     return LoadedTranslator(model, tokenizer, cfg)
+
+
+def replace_folder(tmp: Path, target: Path) -> Path:
+    """Put the finished folder ``tmp`` at ``target`` (an old ``target`` is moved aside first and
+    deleted after), so a reader never sees a half-written folder."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
