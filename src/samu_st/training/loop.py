@@ -426,8 +426,9 @@ def train(
     The model is trained in place (on the training device).
     """
     out_dir = Path(out_dir)
-    acc = make_accelerator(cfg, find_unused=drops_layers(model))
-    if acc.num_processes > 1 and drops_layers(model) and not cfg.find_unused_parameters:
+    layerdrop = drops_layers(model)
+    acc = make_accelerator(cfg, find_unused=layerdrop)
+    if acc.num_processes > 1 and layerdrop and not cfg.find_unused_parameters:
         log.info("layerdrop > 0: DDP searches for parameters a skipped layer left unused")
     set_seed(cfg.seed, device_specific=True)
     with locked_folder(out_dir, acc.is_main_process, lambda ok: _all_ok(acc, ok)):
