@@ -1,13 +1,19 @@
 """Audio input: decode with soundfile (libsndfile: wav, flac, ogg, mp3), downmix, resample with
 soxr, speed perturbation, and wav2vec2-style normalisation.
 
-All functions work on float32 mono numpy arrays of shape (S,).
+All functions work on float32 mono numpy arrays of shape (S,). What the C decoders print to
+stderr while a file is opened or decoded (mpg123: "Illegal Audio-MPEG-Header", "Giving up
+resync") stays off the console: it ends in the :class:`AudioError` of a file that fails, else
+in the DEBUG log (:mod:`samu_st.c_stderr`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +21,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from samu_st.c_stderr import capture_c_stderr
 from samu_st.errors import AudioError
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000  # wav2vec2 / XLS-R input rate
 _SHORT_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
@@ -55,12 +64,39 @@ def _header(p: Path, f: sf.SoundFile) -> AudioInfo:
     return AudioInfo(f.samplerate, f.channels, f.frames, f.frames / f.samplerate)
 
 
+def _decoder_said(text: str, max_lines: int = 6) -> str:
+    """The distinct lines of a decoder's messages, the first ``max_lines`` of them, on one line."""
+    lines = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+    more = f" (+{len(lines) - max_lines} more)" if len(lines) > max_lines else ""
+    return " | ".join(lines[:max_lines]) + more
+
+
+@contextmanager
+def _quiet_decoder(p: Path) -> Iterator[None]:
+    """C-level stderr of the block captured: added to the :class:`AudioError` the block raises,
+    else logged at DEBUG. Other exceptions pass through unchanged."""
+    failure: AudioError | None = None
+    with capture_c_stderr() as captured:
+        try:
+            yield
+        except AudioError as err:
+            failure = err
+    said = _decoder_said(captured.text)
+    if failure is not None:
+        if not said:
+            raise failure
+        raise AudioError(p, f"{failure.reason}; the decoder said: {said}") from None
+    if said:
+        log.debug("%s: the decoder said: %s", p, said)
+
+
 def _open(p: Path) -> sf.SoundFile:
     _check_path(p)
-    try:
-        return sf.SoundFile(str(p))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioError(p, f"cannot read audio ({err})") from None
+    with _quiet_decoder(p):
+        try:
+            return sf.SoundFile(str(p))
+        except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+            raise AudioError(p, f"cannot read audio ({err})") from None
 
 
 def audio_info(path: str | Path) -> AudioInfo:
@@ -96,10 +132,11 @@ def load_audio(
             raise AudioError(
                 p, f"{info.duration:.1f} s long, over the limit of {max_duration:.1f} s"
             )
-        try:
-            data = f.read(dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as err:
-            raise AudioError(p, f"cannot decode audio ({err})") from None
+        with _quiet_decoder(p):
+            try:
+                data = f.read(dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as err:
+                raise AudioError(p, f"cannot decode audio ({err})") from None
         sr = f.samplerate
     if data.shape[0] == 0:
         raise AudioError(p, "audio has no samples")

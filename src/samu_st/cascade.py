@@ -1,13 +1,14 @@
 """The cascade baseline of the paper's Table 4: CTC speech recognition, then MBART text
 translation of the transcript into English.
 
-:func:`evaluate_cascade` reads ``MANIFEST_DIR/<split>/<lang>.jsonl`` like
-:func:`samu_st.evaluate.evaluate_model`, transcribes every clip with a CTC model folder
+:func:`evaluate_cascade` reads ``MANIFEST_DIR/<split>/<lang>.jsonl`` (of one folder or several)
+like :func:`samu_st.evaluate.evaluate_model`, transcribes every clip with a CTC model folder
 (greedy, or n-gram LM beam search with ``EvalOptions.lm``; duration-bucketed batches), puts each
 transcript through the CTC model's text normaliser, translates it with an MBART text model
 (beam search) and scores the translations with sacrebleu. It writes the same ``results.json``
 (BLEU per language, group means, TRFGap) as every other system, plus the ASR half's WER/CER in
 ``asr/results.json``, and ``hypotheses.jsonl`` with the transcript of each utterance.
+:func:`run_cascade` is the same chain on any utterances (``samu-st cascade translate``).
 
 The MT folder is either
 
@@ -42,6 +43,7 @@ from transformers import MBartForConditionalGeneration
 from samu_st.data.manifest import Utterance
 from samu_st.decoding.translate import (
     DecodeOptions,
+    Skipped,
     generate_with,
     max_new_tokens_for,
     search_config,
@@ -189,10 +191,30 @@ class CascadeOutput:
     translation: str  # English MT output
 
 
+@dataclass(frozen=True)
+class Transcripts:
+    """The ASR half: normalised transcripts of the utterances, in input order."""
+
+    texts: list[str | None]  # None for a skipped (unreadable) clip
+    normalizer_name: str  # the CTC model's text normaliser (samu_st.text.NORMALIZERS)
+    normalizer: Normalizer
+    skipped: list[Skipped]  # the clips left out and why
+
+
+@dataclass(frozen=True)
+class CascadeRun:
+    """Utterances through ASR and MT; skipped clips are left out of ``outputs``."""
+
+    outputs: list[CascadeOutput]  # in input order
+    normalizer_name: str
+    normalizer: Normalizer
+    skipped: list[Skipped]
+
+
 def transcribe(
     ctc_dir: str | Path, utterances: Sequence[Utterance], options: EvalOptions
-) -> tuple[list[str | None], str, Normalizer]:
-    """Normalised transcripts (``None`` for skipped clips), the normaliser's name and itself."""
+) -> Transcripts:
+    """Normalised transcripts of ``utterances`` (``None`` for skipped clips)."""
     transcriber = CtcTranscriber(ctc_dir, options.lm, options.device)
     name, normalizer = ctc_normalizer(ctc_dir)
     decoded = transcribe_utterances(
@@ -206,7 +228,7 @@ def transcribe(
         log.warning("%d utterance(s) skipped (unreadable audio), not scored", len(decoded.skipped))
     # The normaliser is idempotent on the CTC alphabet; it also drops the ⁇ of [UNK] outputs.
     texts = [None if h is None else normalizer(h) for h in decoded.hypotheses]
-    return texts, name, normalizer
+    return Transcripts(texts, name, normalizer, list(decoded.skipped))
 
 
 def run_cascade(
@@ -214,12 +236,11 @@ def run_cascade(
     mt_dir: str | Path,
     utterances: Sequence[Utterance],
     options: EvalOptions | None = None,
-) -> tuple[list[CascadeOutput], str, Normalizer]:
-    """ASR then MT of ``utterances`` (skipped clips left out), in input order; also returns
-    the CTC normaliser (name and function)."""
+) -> CascadeRun:
+    """ASR then MT of ``utterances`` (skipped clips left out), in input order."""
     opts = options or EvalOptions()
-    transcripts, name, normalizer = transcribe(ctc_dir, utterances, opts)
-    kept = [(u, t) for u, t in zip(utterances, transcripts, strict=True) if t is not None]
+    asr = transcribe(ctc_dir, utterances, opts)
+    kept = [(u, t) for u, t in zip(utterances, asr.texts, strict=True) if t is not None]
     translator = load_text_translator(mt_dir, opts.device)
     translations = translate_texts(
         translator,
@@ -229,7 +250,7 @@ def run_cascade(
         progress=opts.progress,
     )
     outputs = [CascadeOutput(u, t, h) for (u, t), h in zip(kept, translations, strict=True)]
-    return outputs, name, normalizer
+    return CascadeRun(outputs, asr.normalizer_name, asr.normalizer, asr.skipped)
 
 
 def _by_language(pairs: Sequence[tuple[str, str, str]]) -> tuple[dict[str, list[str]], ...]:
@@ -273,18 +294,30 @@ def write_cascade_hypotheses(outputs: Sequence[CascadeOutput], path: str | Path)
     return path
 
 
+def cascade_manifests(
+    manifests: str | Path | Sequence[str | Path], options: EvalOptions
+) -> list[Utterance]:
+    """The utterances of one or more manifest folders (``<folder>/<split>/<lang>.jsonl``),
+    selected by ``options`` (split, languages, the first ``max_utterances`` per language of
+    each folder), folder after folder."""
+    folders = [manifests] if isinstance(manifests, str | Path) else list(manifests)
+    select = (options.split, options.languages, options.max_utterances)
+    return [u for folder in folders for u in eval_manifests(folder, *select)]
+
+
 def evaluate_cascade(
     ctc_dir: str | Path,
     mt_dir: str | Path,
-    manifest_dir: str | Path,
+    manifest_dir: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     options: EvalOptions | None = None,
 ) -> TranslationResults:
-    """BLEU of CTC ASR → MBART MT on ``manifest_dir/<split>``; writes ``out_dir/results.json``
-    (+ ``results.md``, plots), ``out_dir/hypotheses.jsonl`` and ``out_dir/asr/`` (WER/CER)."""
+    """BLEU of CTC ASR → MBART MT on ``manifest_dir/<split>`` (one folder or several, see
+    :func:`cascade_manifests`); writes ``out_dir/results.json`` (+ ``results.md``, plots),
+    ``out_dir/hypotheses.jsonl`` and ``out_dir/asr/`` (WER/CER)."""
     opts = options or EvalOptions()
-    utts = eval_manifests(manifest_dir, opts.split, opts.languages, opts.max_utterances)
-    outputs, norm_name, normalizer = run_cascade(ctc_dir, mt_dir, utts, opts)
+    run = run_cascade(ctc_dir, mt_dir, cascade_manifests(manifest_dir, opts), opts)
+    outputs = run.outputs
     name = opts.name or "cascade"
     triples = [(o.utterance.language, o.translation, o.utterance.target_text) for o in outputs]
     hyps, refs = _by_language(triples)
@@ -297,7 +330,7 @@ def evaluate_cascade(
         train_hours=load_train_hours(ctc_dir),
     )
     out = Path(out_dir)
-    asr = asr_results(outputs, name, norm_name, normalizer)
+    asr = asr_results(outputs, name, run.normalizer_name, run.normalizer)
     write_results(asr, out / ASR_DIR)
     asr_rows = [
         Row(o.utterance.id, o.utterance.language, o.transcript, o.utterance.source_text or None)

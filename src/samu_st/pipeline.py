@@ -30,6 +30,7 @@ from samu_st.config import apply_overrides, from_dict, load_yaml, to_dict
 from samu_st.content_id import DigestCache, identities
 from samu_st.errors import ConfigError, SamuError
 from samu_st.grid import SYSTEMS, TABLES, System, systems_for
+from samu_st.packaged import resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,9 @@ class PipelineConfig:
     step_overrides: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # `packaged:<name>` names a checkpoint shipped in the package (samu_st.packaged)
+        for name in ("encoder_pretrained", "decoder_pretrained", "mt_pretrained"):
+            object.__setattr__(self, name, resolve_model_path(getattr(self, name)))
         try:
             systems_for(self.systems)
         except KeyError as err:

@@ -19,6 +19,7 @@ from pathlib import Path
 from samu_st.config import load_yaml
 from samu_st.errors import ConfigError, ModelLoadError
 from samu_st.grid import systems_for
+from samu_st.models.packaged_teachers import PACKAGED, packaged_teacher
 from samu_st.pipeline import PipelineConfig, Stage
 from samu_st.pipeline_stages import asr_manifests, build_stages, corpus_dir
 
@@ -105,7 +106,12 @@ def check_paths(cfg: PipelineConfig) -> list[Problem]:
         ),
     ]
     teacher = load_yaml(steps).get("distill", {}).get("teacher", {}) or {}
-    if isinstance(teacher, dict) and teacher.get("path"):
+    if isinstance(teacher, dict) and str(teacher.get("path")).startswith(PACKAGED):
+        try:  # a packaged teacher: its package is a dependency, its folder built on first use
+            packaged_teacher(teacher["path"])
+        except ModelLoadError as err:
+            problems.append(Problem("distill.teacher.path", str(err)))
+    elif isinstance(teacher, dict) and teacher.get("path"):
         checks.append(
             (
                 "distill.teacher.path",

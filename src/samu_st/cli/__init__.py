@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 # and the baselines, then using and inspecting models. Unlisted commands come last, by name.
 WORKFLOW = (
     "demo", "pipeline", "prepare", "data", "pretrain", "distill",
-    "pretrain-text", "train-st", "train-ctc", "evaluate", "translate", "transcribe", "export",
-    "report", "model-summary",
+    "pretrain-text", "train-st", "train-ctc", "evaluate", "translate", "transcribe", "cascade",
+    "export", "report", "model-summary",
 )  # fmt: skip
 
 

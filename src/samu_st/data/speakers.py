@@ -187,11 +187,13 @@ def render_all(
     workers: int,
     progress: bool = True,
     desc: str = "espeak-ng",
+    skip_failures: bool = False,
 ) -> list[int]:
     """Render ``jobs`` with ``workers`` threads, each driving espeak-ng processes.
 
     Returns each job's length in samples, in the order of ``jobs``; the first failure is raised
-    after the jobs not yet started are cancelled.
+    after the jobs not yet started are cancelled, or, with ``skip_failures``, that job's
+    length is -1 (espeak-ng 1.51 crashes on a few voice/text pairs, e.g. dates in Greenlandic).
     """
     frames = [0] * len(jobs)
     bar = tqdm(total=len(jobs), desc=desc, unit="clip", disable=None if progress else True)
@@ -199,7 +201,12 @@ def render_all(
         futures = {pool.submit(render, job, trim_db, margin): i for i, job in enumerate(jobs)}
         try:
             for fut in as_completed(futures):
-                frames[futures[fut]] = fut.result()
+                try:
+                    frames[futures[fut]] = fut.result()
+                except SamuError:
+                    if not skip_failures:
+                        raise
+                    frames[futures[fut]] = -1
                 bar.update()
         finally:
             for fut in futures:

@@ -39,6 +39,7 @@ from samu_st.models.loading import (
     require_pretrained_folder,
 )
 from samu_st.models.tokenizer import PrefixMode
+from samu_st.packaged import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,10 @@ class DecoderConfig:
     # target ([</s>, en_XX], MBART-50 many-to-one's) or both ([</s>, <src>, en_XX]); saved with
     # the model, which is always decoded with its own (samu_st.models.tokenizer.decoder_prefix).
     prefix: PrefixMode = "source"
+
+    def __post_init__(self) -> None:
+        # `packaged:<name>` names a checkpoint shipped in the package (samu_st.packaged)
+        object.__setattr__(self, "pretrained", resolve_model_path(self.pretrained))
 
 
 _PAPER = {  # facebook/mbart-large-50(-many-to-one-mmt), config.json

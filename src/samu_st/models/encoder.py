@@ -42,6 +42,7 @@ from samu_st.models.loading import (
     quiet_transformers,
     require_pretrained_folder,
 )
+from samu_st.packaged import resolve_model_path
 
 M = TypeVar("M", bound=PreTrainedModel)
 EncoderSize = Literal["tiny", "mini", "paper"]
@@ -83,6 +84,10 @@ class EncoderConfig:
     attention_dropout: float | None = None
     activation_dropout: float | None = None
     feat_proj_dropout: float | None = None
+
+    def __post_init__(self) -> None:
+        # `packaged:<name>` names a checkpoint shipped in the package (samu_st.packaged)
+        object.__setattr__(self, "pretrained", resolve_model_path(self.pretrained))
 
 
 _XLSR_CONV: dict[str, Any] = {

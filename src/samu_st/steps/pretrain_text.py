@@ -13,6 +13,7 @@ and step 3's translator uses the tokenizer of its decoder folder by default.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,9 +21,9 @@ from typing import Any, Literal
 from torch.utils.data import DataLoader
 from transformers import MBartForConditionalGeneration
 
-from samu_st.data.manifest import read_manifest
+from samu_st.data.manifest import LANGUAGE_CODE_RE, read_manifest
 from samu_st.data.sampler import DurationBatchSampler
-from samu_st.errors import ConfigError
+from samu_st.errors import ConfigError, DataError
 from samu_st.models.decoder import DecoderPreset, mbart_config
 from samu_st.models.loading import load_pretrained_checked
 from samu_st.models.tokenizer import TARGET_LANGUAGE, TargetTokenizer, train_target_tokenizer
@@ -43,6 +44,10 @@ class PretrainTextConfig:
 
     out_dir: str  # run folder: checkpoints, logs, tokenizer/; the model goes to out_dir/final
     data: DataConfig  # manifests whose texts are used (only manifests, split, languages, seed)
+    # Plain text corpora besides the manifests (denoise only): UTF-8 files of
+    # ``language<TAB>text`` lines (a folder: its *.tsv), e.g. the mini-MBART-50 corpus
+    # of samu_st.data.release_corpus.
+    text_files: tuple[str, ...] = ()
     dev: DataConfig | None = None  # texts for validation (dev NLL, token accuracy)
     # target_text: the English translations (what the decoder writes in step 3); add
     # source_text to pretrain on the transcripts too (with their language token).
@@ -83,7 +88,10 @@ def read_examples(cfg: PretrainTextConfig, data: DataConfig) -> Examples:
     language). Empty texts (unlabeled clips) are skipped.
     """
     triples: dict[tuple[str, str, str], None] = {}
-    for path in manifest_files(data):
+    if cfg.objective == "denoise" and data is cfg.data:
+        for text, lang in read_text_files(cfg.text_files):
+            triples[(text, text, lang)] = None
+    for path in manifest_files(data) if data.manifests or not triples else []:
         for utt in read_manifest(path):
             if data.languages and utt.language not in data.languages:
                 continue
@@ -100,6 +108,25 @@ def read_examples(cfg: PretrainTextConfig, data: DataConfig) -> Examples:
     if not triples:
         raise ConfigError(f"pretrain_text: no text in {list(data.manifests)} ({cfg.objective})")
     return [s for s, _, _ in triples], [t for _, t, _ in triples], [lang for *_, lang in triples]
+
+
+def read_text_files(paths: Sequence[str]) -> Iterator[tuple[str, str]]:
+    """(text, language) of each ``language<TAB>text`` line of each file (a folder: its
+    ``*.tsv``); a malformed line is a :class:`DataError` naming the file and line."""
+    files = [
+        p for n in paths for p in (sorted(Path(n).glob("*.tsv")) if Path(n).is_dir() else [Path(n)])
+    ]
+    for name in files:
+        if not name.is_file():
+            raise DataError(name, "text file not found")
+        with open(name, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip(" \t\r\n"):
+                    continue
+                lang, sep, text = line.rstrip("\r\n").partition("\t")
+                if not sep or not LANGUAGE_CODE_RE.match(lang) or not text.strip():
+                    raise DataError(name, "expected 'language<TAB>text'", number)
+                yield " ".join(text.split()), lang
 
 
 def load_or_train_tokenizer(cfg: PretrainTextConfig, examples: Examples) -> TargetTokenizer:
