@@ -105,6 +105,8 @@ def package_decoder(final: Path, tokenizer: Path, pieces: int, dest: Path) -> Pa
     model.generation_config = generation_config(pieces)
     _half_with_float32_config(model, dest)
     MBart50Tokenizer.from_pretrained(str(tokenizer), local_files_only=True).save_pretrained(dest)
+    for name in ("sentencepiece.bpe.model", "special_tokens_map.json"):  # the release's files too
+        shutil.copyfile(tokenizer / name, dest / name)
     return dest
 
 

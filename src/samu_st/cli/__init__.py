@@ -37,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 # `samu-st --help` lists commands as a user meets them: the whole job, data, the three steps
 # and the baselines, then using and inspecting models. Unlisted commands come last, by name.
 WORKFLOW = (
-    "demo", "pipeline", "prepare", "data", "pretrain", "distill",
+    "demo", "pipeline", "prepare", "data", "release", "pretrain", "distill",
     "pretrain-text", "train-st", "train-ctc", "evaluate", "translate", "transcribe", "cascade",
-    "export", "report", "model-summary",
+    "export", "report", "model-summary", "probe",
 )  # fmt: skip
 
 

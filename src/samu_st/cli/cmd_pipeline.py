@@ -34,6 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("demo", help="all three steps + baseline on mini-CoVoST, end to end")
     d.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     d.add_argument("--config", default=None, help="pipeline YAML (default: the packaged demo)")
+    d.add_argument(
+        "--pretrain",
+        action="store_true",
+        help="run step 1 (wav2vec2 SSL) and the MBART text pretraining in the demo (the "
+        "`pretrain` and `pretrain_text` sections) instead of starting from the shipped "
+        "mini-XLS-R / mini-MBART-50; `samu-st release` rebuilds those themselves",
+    )
     d.add_argument("overrides", nargs="*", help="key=value overrides of the pipeline section")
     d.set_defaults(func=cmd_demo)
 
@@ -66,7 +73,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = Path(args.out)
     config = args.config or resource_path("demo.yaml")
-    overrides = [f"out_dir={out}", f"corpus.path={out / 'mini-covost'}", *args.overrides]
+    overrides = [f"out_dir={out}", f"corpus.path={out / 'mini-covost'}"]
+    if args.pretrain:
+        overrides += ["encoder_pretrained=null", "decoder_pretrained=null"]
+    overrides += args.overrides
     cfg = load_pipeline_config(config, overrides)
     if args.config is None:  # the packaged step sections and demo corpus
         corpus = cfg.corpus
