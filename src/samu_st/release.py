@@ -22,7 +22,6 @@ import hashlib
 import json
 import platform
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +117,8 @@ def write_card(folder: Path, name: str, facts: dict[str, Any], card: str) -> Non
     (folder / "README.md").write_text(
         f"# {name}\n\n{card.strip()}\n\n## Made by\n\n```\n{facts['command']}\n```\n\n"
         f"- updates: {facts['updates']}, seed {facts['seed']}\n"
-        f"- wall time: {facts['wall_minutes']} min on {facts['machine']}\n"
+        f"- wall time: {facts['wall_minutes']} min on {facts['machine']} "
+        f"({facts.get('wall_note', '')})\n"
         f"- data: {facts['data']}\n- date: {facts['date']}\n\n"
         f"| file | SHA-256 |\n| --- | --- |\n{sums}\n",
         encoding="utf-8",
@@ -164,4 +164,4 @@ def corpus_and_tokenizer(cfg: ReleaseConfig) -> tuple[Path, Path]:
 def summary(cfg: ReleaseConfig) -> dict[str, Any]:
     """The corpus facts written into the cards."""
     meta = json.loads((Path(cfg.out_dir) / "corpus" / "corpus.json").read_text())
-    return {"corpus": meta["summary"], "corpus_config": to_dict(cfg.corpus), "time": time.time()}
+    return {"corpus": meta["summary"], "corpus_config": to_dict(cfg.corpus)}

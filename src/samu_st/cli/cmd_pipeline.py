@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from samu_st.errors import ConfigError
@@ -41,6 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`pretrain` and `pretrain_text` sections) instead of starting from the shipped "
         "mini-XLS-R / mini-MBART-50; `samu-st release` rebuilds those themselves",
     )
+    d.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="systems trained side by side, one thread each, after their shared stages "
+        "(default: 2 on a machine with 2 or more cores; 1: one after the other)",
+    )
     d.add_argument("overrides", nargs="*", help="key=value overrides of the pipeline section")
     d.set_defaults(func=cmd_demo)
 
@@ -67,25 +74,31 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from samu_st.branches import run_branches
     from samu_st.pipeline import Context, execute, is_main_process, load_pipeline_config
     from samu_st.pipeline_stages import build_stages
 
     start = time.perf_counter()
     out = Path(args.out)
-    config = args.config or resource_path("demo.yaml")
+    config = str(args.config or resource_path("demo.yaml"))
     overrides = [f"out_dir={out}", f"corpus.path={out / 'mini-covost'}"]
+    if args.config is None:  # the packaged step sections and demo corpus
+        overrides += [
+            f"steps={resource_path('mini.yaml')}",
+            f"corpus.mini_config={resource_path('mini-covost-demo.yaml')}",
+        ]
     if args.pretrain:
         overrides += ["encoder_pretrained=null", "decoder_pretrained=null"]
     overrides += args.overrides
     cfg = load_pipeline_config(config, overrides)
-    if args.config is None:  # the packaged step sections and demo corpus
-        corpus = cfg.corpus
-        if corpus.kind == "mini" and corpus.mini_config is None:
-            corpus = replace(corpus, mini_config=str(resource_path("mini-covost-demo.yaml")))
-        cfg = replace(cfg, steps=str(resource_path("mini.yaml")), corpus=corpus)
     if not Path(cfg.steps).is_file():
         raise ConfigError(f"{cfg.steps}: steps config not found")
-    outputs = execute(build_stages(cfg), Context(cfg, out), lambda s: print(s, flush=True))
+    stages, ctx = build_stages(cfg), Context(cfg, out)
+    say = lambda s: print(s, flush=True)  # noqa: E731
+    if args.jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        outputs = run_branches(stages, ctx, cfg.systems, ["pipeline", config, *overrides], say)
+    else:
+        outputs = execute(stages, ctx, say)
     if not is_main_process():
         return 0  # under torchrun/accelerate launch the main process writes and prints
     report = outputs["report"]

@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _timed(out_dir: Path, stage: str, work: Any) -> tuple[Path, float]:
+def _timed(out_dir: Path, stage: str, work: Any) -> tuple[Path, dict[str, Any]]:
     """Run ``work()``; the wall time of its first complete run is kept in ``<stage>.time.json``
     (a rerun that only reuses the finished stage keeps the original time)."""
     record = out_dir / f"{stage}.time.json"
@@ -62,7 +62,13 @@ def _timed(out_dir: Path, stage: str, work: Any) -> tuple[Path, float]:
     if not record.is_file():
         out_dir.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps({"seconds": round(time.monotonic() - start, 1)}) + "\n")
-    return folder, float(json.loads(record.read_text())["seconds"])
+    return folder, json.loads(record.read_text())
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         **release.summary(cfg),
     }
     built = []
-    for name, seconds, step, card in (
+    for name, timing, step, card in (
         (release.ENCODER, ssl_s, ssl, _ENCODER_CARD),
         (release.DECODER, text_s, text, _DECODER_CARD),
     ):
@@ -111,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
             "command": f"samu-st release {args.recipe}",
             "updates": step.train.max_steps,
             "seed": step.train.seed,
-            "wall_minutes": round(seconds / 60, 1),
+            "wall_minutes": round(float(timing["seconds"]) / 60, 1),
+            "wall_note": timing.get("note", f"torch threads {torch_threads()}"),
             "data": data,
         }
         release.write_card(tmp, name, facts, card)
