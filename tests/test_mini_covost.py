@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -186,10 +185,10 @@ def test_train_sizes_follow_covost_resource_groups() -> None:
 
 def test_yaml_config_matches_defaults_and_bad_configs_fail() -> None:
     assert load_config(MiniCovostConfig, CONFIGS / "mini-covost.yaml") == MiniCovostConfig()
-    demo = load_config(MiniCovostConfig, resource_path("mini-covost-demo.yaml"))
-    assert demo == replace(MiniCovostConfig(), languages=demo.languages)
-    assert {BY_CODE[c].group for c in demo.languages} == {"high", "mid", "low"}
-    assert set(GROUPS["high"]) <= set(demo.languages)
+    # the demo's corpus: all 20 languages (issue #15)
+    assert load_config(MiniCovostConfig, resource_path("mini-covost-demo.yaml")) == (
+        MiniCovostConfig()
+    )
     with pytest.raises(ConfigError, match="more than one split"):
         MiniCovostConfig(test_variants=("m1", "f5"))
     with pytest.raises(ConfigError, match="unknown language code"):

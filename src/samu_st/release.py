@@ -109,6 +109,35 @@ def package_decoder(final: Path, tokenizer: Path, pieces: int, dest: Path) -> Pa
     return dest
 
 
+def probe_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of ``samu-st probe --out`` a card shows: encoder, best layer, its CER, last."""
+    return [
+        {
+            "encoder": r["name"],
+            "best_layer": r["best_layer"]["layer"],
+            "cer_best": round(r["best_layer"]["cer"], 3),
+            "cer_last": round(r["last_layer"]["cer"], 3),
+            "test_clips": r["test_clips"],
+        }
+        for r in results
+    ]
+
+
+def _probe_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    lines = "\n".join(
+        f"| {r['encoder']} | {r['cer_best']:.3f} (layer {r['best_layer']}) | {r['cer_last']:.3f} |"
+        for r in rows
+    )
+    return (
+        "\n## Probe\n\nA linear CTC head on the frozen features of each layer (`samu-st probe`: "
+        "fr, de, es, it of mini-CoVoST, train speakers -> character error rate on the "
+        f"{rows[0]['test_clips']} test clips of unseen speakers):\n\n"
+        f"| encoder | CER, best layer | CER, last layer |\n| --- | ---: | ---: |\n{lines}\n"
+    )
+
+
 def write_card(folder: Path, name: str, facts: dict[str, Any], card: str) -> None:
     """``release.json`` (facts + SHA-256 of every file) and the model card ``README.md``."""
     facts = {**facts, "sha256": _digests(folder)}
@@ -119,7 +148,8 @@ def write_card(folder: Path, name: str, facts: dict[str, Any], card: str) -> Non
         f"- updates: {facts['updates']}, seed {facts['seed']}\n"
         f"- wall time: {facts['wall_minutes']} min on {facts['machine']} "
         f"({facts.get('wall_note', '')})\n"
-        f"- data: {facts['data']}\n- date: {facts['date']}\n\n"
+        f"- data: {facts['data']}\n- date: {facts['date']}\n"
+        f"{_probe_table(facts.get('probe', []))}\n"
         f"| file | SHA-256 |\n| --- | --- |\n{sums}\n",
         encoding="utf-8",
     )

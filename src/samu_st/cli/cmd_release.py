@@ -121,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
             "wall_note": timing.get("note", f"torch threads {torch_threads()}"),
             "data": data,
         }
+        probe = out / "probe.json"  # `samu-st probe ... --out <out_dir>/probe.json`
+        if name == release.ENCODER and probe.is_file():
+            facts["probe"] = release.probe_summary(json.loads(probe.read_text()))
         release.write_card(tmp, name, facts, card)
         built.append(release.install(tmp, dest / name))
     print(*built, sep="\n")
