@@ -24,6 +24,7 @@ from samu_st.metrics import retrieval_recall_at_1
 from samu_st.models.encoder import EncoderConfig, build_wav2vec2
 from samu_st.models.samu import SamuModel
 from samu_st.models.teacher import TextTeacher
+from samu_st.packaged import packaged_dir
 from samu_st.steps.data import DataConfig
 from samu_st.steps.distill import (
     DistillConfig,
@@ -183,10 +184,14 @@ def test_resume_is_exact_with_speed_perturbation(corpus: Path, tmp_path: Path) -
 
 def test_mini_config_and_cli(corpus: Path, tmp_path: Path) -> None:
     cfg = load_step_config(DistillConfig, CONFIGS / "mini.yaml", "distill")
-    assert cfg.teacher.pooling == "mean" and cfg.teacher.text_field == "target_text"
-    assert cfg.data.speed_factors == (0.9, 1.0, 1.1) and cfg.aux_ctc_weight == 1.0
-    assert cfg.teacher.center and cfg.encoder.train_feature_encoder
-    assert cfg.encoder.pretrained == "runs/demo/pretrain/final"
+    # the paper's setting since issue #15: a multilingual teacher on the transcript, no
+    # auxiliary CTC, the conv front end frozen, starting from the shipped mini-XLS-R
+    assert cfg.teacher.path == "packaged:multilingual-e5-small"
+    assert cfg.teacher.pooling == "native" and cfg.teacher.text_field == "source_text"
+    assert cfg.teacher.text_prefix == "query: "
+    assert cfg.data.speed_factors == (0.9, 1.0, 1.1) and cfg.aux_ctc_weight == 0.0
+    assert cfg.teacher.center and not cfg.encoder.train_feature_encoder
+    assert cfg.encoder.pretrained == str(packaged_dir() / "mini-xls-r")
     with pytest.raises(ConfigError, match="head_lr"):
         replace(cfg, head_lr=0.0)
     config = tmp_path / "steps.yaml"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from datetime import date
 from pathlib import Path
@@ -101,8 +102,6 @@ def run(args: argparse.Namespace) -> int:
         (release.DECODER, text_s, text, _DECODER_CARD),
     ):
         tmp = dest / f"{name}.tmp"
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         if name == release.ENCODER:
