@@ -111,6 +111,8 @@ MANY_TO_ONE_FIELDS: dict[str, Any] = {
     "static_position_embeddings": False,
     "use_cache": True,
 }
+
+
 def code_id(code: str, pieces: int) -> int:
     """The id of an MBART-50 language code in a vocabulary of ``pieces`` sentencepiece pieces."""
     return pieces + FAIRSEQ_OFFSET + MBART50_CODES.index(code)
