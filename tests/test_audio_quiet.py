@@ -104,9 +104,22 @@ def _fake_read(text: bytes, error: Exception | None = None):  # type: ignore[no-
 
 @pytest.fixture
 def wav(tmp_path: Path) -> Path:
+    """An mp3 (libsndfile decodes it with mpg123, whose messages are captured); the name is
+    the tests' from before captures were limited to MPEG files."""
+    path = tmp_path / "a.mp3"
+    sf.write(path, np.full(16_000, 0.1, np.float32), 16_000, format="MP3")
+    return path
+
+
+def test_pcm_files_are_not_captured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """WAV/FLAC never go through mpg123: no capture, so decoding threads never wait."""
     path = tmp_path / "a.wav"
     sf.write(path, np.full(1600, 0.1, np.float32), 16_000)
-    return path
+    monkeypatch.setattr(sf.SoundFile, "read", _fake_read(b"from a C library\n"))
+    assert load_audio(path).size == 1600
+    assert "from a C library" in capfd.readouterr().err
 
 
 def test_failing_decode_keeps_the_messages_in_its_error(
