@@ -20,18 +20,12 @@ from typing import Any
 
 import torch
 
+from samu_st.release import cpu_model
+
+__all__ = ["cpu_model"]
+
 MB = 2**20
 BF16_FLAGS = {"amx_bf16", "amx_tile", "avx512_bf16", "avx512_fp16"}  # what makes bf16 fast
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` says."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def cpu_flags() -> set[str]:

@@ -19,7 +19,8 @@ from samu_st.models.decoder import DecoderConfig
 from samu_st.models.encoder import EncoderConfig
 from samu_st.models.mbart50_format import code_id, vocab_size, write_mbart50_tokenizer
 from samu_st.models.tokenizer import TargetTokenizer
-from samu_st.release import install, package_decoder, package_encoder, write_card
+from samu_st.models.translator import replace_folder
+from samu_st.release import package_decoder, package_encoder, write_card
 from samu_st.steps.pretrain_text import read_text_files
 from standins.mbart50 import write_mbart50
 from standins.xlsr import write_xlsr
@@ -106,7 +107,7 @@ def test_packaged_encoder_is_fp16_on_disk_fp32_loaded(tmp_path: Path) -> None:
         == hashlib.sha256((dest / "model.safetensors").read_bytes()).hexdigest()
     )
     assert "| `model.safetensors` |" in (dest / "README.md").read_text()
-    shipped = install(dest, tmp_path / "mini-xls-r")
+    shipped = replace_folder(dest, tmp_path / "mini-xls-r")
     assert shipped.is_dir() and not dest.exists()
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from samu_st.config import load_yaml
 from samu_st.errors import ConfigError, ModelLoadError
 from samu_st.grid import systems_for
-from samu_st.models.packaged_teachers import PACKAGED, packaged_teacher
+from samu_st.models.packaged_teachers import packaged_teacher
+from samu_st.packaged import PACKAGED
 from samu_st.pipeline import PipelineConfig, Stage
 from samu_st.pipeline_stages import asr_manifests, build_stages, corpus_dir
 

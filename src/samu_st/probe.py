@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from samu_st.audio import load_audio
-from samu_st.data.manifest import Utterance, read_manifest
+from samu_st.data.manifest import Utterance, read_manifest, resolve_audio
 from samu_st.metrics import cer, wer
 from samu_st.models.encoder import EncoderConfig, SpeechEncoder
 from samu_st.steps.data import DataConfig, manifest_files
@@ -56,7 +56,7 @@ def read_split(cfg: ProbeConfig, split: str) -> list[tuple[Path, str]]:
         utts: list[Utterance] = read_manifest(manifest)
         for u in utts:
             if u.source_text:
-                out.append((manifest.parent / u.audio, norm(u.source_text)))
+                out.append((resolve_audio(u, manifest), norm(u.source_text)))
     return out
 
 

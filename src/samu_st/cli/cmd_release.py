@@ -75,6 +75,7 @@ def torch_threads() -> int:
 def run(args: argparse.Namespace) -> int:
     from samu_st import release
     from samu_st.config import load_step_config
+    from samu_st.models.translator import replace_folder
     from samu_st.steps.pretrain import PretrainConfig, run_pretrain
     from samu_st.steps.pretrain_text import PretrainTextConfig, run_pretrain_text
 
@@ -124,6 +125,6 @@ def run(args: argparse.Namespace) -> int:
         if name == release.ENCODER and probe.is_file():
             facts["probe"] = release.probe_summary(json.loads(probe.read_text()))
         release.write_card(tmp, name, facts, card)
-        built.append(release.install(tmp, dest / name))
+        built.append(replace_folder(tmp, dest / name))
     print(*built, sep="\n")
     return 0

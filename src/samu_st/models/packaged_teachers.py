@@ -14,6 +14,7 @@ from pathlib import Path
 from samu_st.errors import ModelLoadError
 from samu_st.models.e5_teacher import QUERY_PREFIX, e5_teacher_path
 from samu_st.models.teacher import default_teacher_path
+from samu_st.packaged import PACKAGED
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,6 @@ class PackagedTeacher:
     text_prefix: str  # the input prefix its model card asks for, "" for none
 
 
-PACKAGED = "packaged:"
 PACKAGED_TEACHERS: dict[str, PackagedTeacher] = {
     t.name: t
     for t in (
