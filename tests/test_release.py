@@ -151,3 +151,21 @@ def test_shipped_checkpoint_matches_its_card(name: str) -> None:
     assert (folder / "README.md").is_file()
     size = sum(p.stat().st_size for p in folder.iterdir())
     assert size < 20_000_000, f"{name}: {size} bytes"
+
+
+def test_pretrain_text_reads_text_files_only_for_its_training_data(tmp_path: Path) -> None:
+    from samu_st.steps.data import DataConfig
+    from samu_st.steps.pretrain_text import PretrainTextConfig, read_examples
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "en.tsv").write_text("en\tone two\nfr\tun deux\n", encoding="utf-8")
+    cfg = PretrainTextConfig(out_dir=str(tmp_path / "o"), data=DataConfig(),
+                             text_files=(str(tmp_path / "t"),))  # fmt: skip
+    sources, targets, langs = read_examples(cfg, cfg.data, text_files=True)
+    assert (sources, targets, langs) == (
+        ["one two", "un deux"],
+        ["one two", "un deux"],
+        ["en", "fr"],
+    )
+    with pytest.raises(ConfigError, match="no manifest selected"):  # a dev set never reads them
+        read_examples(cfg, DataConfig())

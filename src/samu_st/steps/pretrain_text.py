@@ -80,15 +80,16 @@ class PretrainTextConfig:
 Examples = tuple[list[str], list[str], list[str]]  # sources, targets, languages
 
 
-def read_examples(cfg: PretrainTextConfig, data: DataConfig) -> Examples:
-    """Distinct (source, target, language) triples of ``data``'s manifests, first seen first.
+def read_examples(cfg: PretrainTextConfig, data: DataConfig, text_files: bool = False) -> Examples:
+    """Distinct (source, target, language) triples of ``data``'s manifests (and, with
+    ``text_files``, of ``cfg.text_files`` first, for denoising), first seen first.
 
     denoise: each text of ``text_fields`` is its own target; a target text is English, a
     source text is in its utterance's language. translate: (transcript, translation, source
     language). Empty texts (unlabeled clips) are skipped.
     """
     triples: dict[tuple[str, str, str], None] = {}
-    if cfg.objective == "denoise" and data is cfg.data:
+    if text_files and cfg.objective == "denoise":
         for text, lang in read_text_files(cfg.text_files):
             triples[(text, text, lang)] = None
     for path in manifest_files(data) if data.manifests or not triples else []:
@@ -180,7 +181,7 @@ def text_sampler(
 
 def run_pretrain_text(cfg: PretrainTextConfig, resume: bool = False) -> Path:
     """Train the text step as ``cfg`` says; returns ``<out_dir>/final`` (MBART + tokenizer)."""
-    examples = read_examples(cfg, cfg.data)
+    examples = read_examples(cfg, cfg.data, text_files=True)
     tokenizer = load_or_train_tokenizer(cfg, examples)
     seed_model_init(cfg.train)
     model = build_model(cfg, len(tokenizer))
