@@ -15,4 +15,6 @@ BENCHMARKS: dict[str, str] = {
     "ctc_train": "benchmarks.ctc_train",
     "encoder_rtf": "benchmarks.encoder_rtf",
     "paper_step": "benchmarks.paper_step",
+    "speechbrain_samu": "benchmarks.speechbrain_samu",
+    "scaling": "benchmarks.scaling",
 }

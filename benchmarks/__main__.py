@@ -47,6 +47,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="print the markdown results table of earlier runs' JSON lines and exit",
     )
     p.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help="beam_search: a trained translator folder (default: the demo's samu-xlsr-A if "
+        "runs/demo has it, else a briefly trained benchmark model)",
+    )
+    p.add_argument(
         "--isolate",
         choices=("auto", "yes", "no"),
         default="auto",
@@ -79,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
     isolate = not args.quick if args.isolate == "auto" else args.isolate == "yes"
-    ctx = Context(work=args.work.resolve(), quick=args.quick, isolate=isolate)
+    model = args.model.resolve() if args.model is not None else None
+    out = args.out.resolve() if args.out is not None else None
+    ctx = Context(
+        work=args.work.resolve(), quick=args.quick, isolate=isolate, beam_model=model, out=out
+    )
     names = args.only or list(BENCHMARKS)
     failures = 0
     for name in names:

@@ -131,6 +131,32 @@ class PeakMemory:
         }
 
 
+class AutocastProbe:
+    """Records whether ``module``'s forward ever ran under bf16 autocast (checks that a
+    reference's ``bf16=True`` really took effect; accelerate wraps the top model's own
+    ``forward``, so probe a submodule)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.seen = False
+        module.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module: torch.nn.Module, args: Any) -> None:
+        kind = device().type
+        if torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16:
+            self.seen = True
+
+
+def best_of_rounds(rounds: list[list[dict[str, Any]]], key: str) -> list[dict[str, Any]]:
+    """Per side, the round with the highest ``key`` (sides run in turn in every round, so a
+    load change on a shared machine hits all of them), with every round's ``key`` listed."""
+    best = []
+    for results in zip(*rounds, strict=True):
+        top = dict(max(results, key=lambda r: float(r[key])))
+        top[f"all_rounds_{key}"] = [r[key] for r in results]
+        best.append(top)
+    return best
+
+
 def ratio(ours: float | None, reference: float | None, higher_is_better: bool) -> float | None:
     """ours/reference when higher is better, reference/ours when lower is better; None when a
     side is missing or the quotient is not a finite positive number."""
@@ -161,6 +187,9 @@ class Record:
     setup: dict[str, Any] = field(default_factory=dict)
     ours: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)
+    # More sides, each a top-level key of the JSON (e.g. ``reference_notebook``: the earlier,
+    # not same-work reference "as the notebook does it")
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)
     ratios: dict[str, float | None] = field(default_factory=dict)
     headline: str = ""  # the key of `ratios` the benchmark is about
     target: dict[str, Any] | None = None  # the issue's goal and whether it is met
@@ -181,6 +210,7 @@ class Record:
             "setup": self.setup,
             "ours": self.ours,
             "reference": self.reference,
+            **self.extra,
             "ratios": self.ratios,
             "ratio": self.ratios.get(self.headline),
             "headline": self.headline,

@@ -34,6 +34,7 @@ class Sizes:
     gemm_n: int  # matrix size of the GEMM peak measurement
     padding_epochs: int  # sampler epochs averaged by the padding benchmark
     tokenizer_vocab: int  # target BPE vocabulary (train_st's tokenizer_vocab_size)
+    samu_updates: int  # distillation updates per side in speechbrain_samu
 
 
 FULL = Sizes(
@@ -56,6 +57,7 @@ FULL = Sizes(
     gemm_n=2048,
     padding_epochs=5,
     tokenizer_vocab=1000,
+    samu_updates=100,
 )
 
 QUICK = Sizes(
@@ -78,6 +80,7 @@ QUICK = Sizes(
     gemm_n=256,
     padding_epochs=2,
     tokenizer_vocab=100,
+    samu_updates=3,
 )
 
 # Two languages, a dozen numbers: built in about two seconds.
@@ -128,6 +131,8 @@ class Context:
     work: Path  # cache folder: corpora, tokenizers, the trained beam-search model, mp3 clips
     quick: bool  # tiny corpus and models (tests)
     isolate: bool  # run each training side in a fresh process (clean peak memory)
+    beam_model: Path | None = None  # beam_search: a trained translator folder (--model)
+    out: Path | None = None  # the runner's --out file (scaling writes its plot beside it)
 
     @property
     def sizes(self) -> Sizes:

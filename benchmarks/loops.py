@@ -48,6 +48,10 @@ class TimedTask:
     def param_groups(self, model: nn.Module, cfg: OptimConfig) -> list[ParamGroup]:
         return self.inner.param_groups(model, cfg)
 
+    def __getattr__(self, name: str) -> Any:
+        # The loop looks up optional hooks (``validate``) with getattr: pass them through.
+        return getattr(self.inner, name)
+
     def batch_seconds(self, batch: Any) -> float:
         seconds = self.inner.batch_seconds(batch)
         self.audio.append(seconds)
@@ -107,11 +111,12 @@ def timed_window(per_update: PerUpdate, first: int, last: int) -> dict[str, floa
 
 
 def reference_arguments(
-    out_dir: str, batch_size: int, steps: int, lr: float, *, seq2seq: bool
+    out_dir: str, batch_size: int, steps: int, lr: float, *, seq2seq: bool, bf16: bool = False
 ) -> TrainingArguments:
     """``(Seq2Seq)TrainingArguments`` as the notebook / HF example scripts set them, on this
     device: ``group_by_length`` (here ``train_sampling_strategy``) with the precomputed
-    ``length`` column, fp32, no warm-up, no checkpoint, no logging integrations."""
+    ``length`` column, no warm-up, no checkpoint, no logging integrations; fp32 unless
+    ``bf16`` (``bf16=True``: accelerate's bf16 autocast, on the CPU too with ``use_cpu``)."""
     import torch
     from transformers import Seq2SeqTrainingArguments
 
@@ -130,6 +135,7 @@ def reference_arguments(
         report_to="none",
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
+        bf16=bf16,
         seed=1,
     )
 

@@ -14,6 +14,8 @@ PY=${PYTHON:-python3}
 # The CPU build of torch lies on local disk; pin it before anything else can pull a CUDA build.
 $PY -m pip install -q "torch==2.13.0"
 # Every other version is pinned: the results in the README depend on them.
-$PY -m pip install -q -c constraints.txt -e ".[dev,lm,bench,release]"
+$PY -m pip install -q -c constraints.txt -e ".[dev,lm,bench,release,whisper]"
 # n-gram LM beam search (pyctcdecode): its numpy<2 pin is stale, so no deps from it.
 $PY -m pip install -q -c constraints.txt --no-deps "pyctcdecode==0.5.0"
+# SpeechBrain, the peer of one benchmark (no torchaudio build exists for torch 2.13).
+bash scripts/install-speechbrain.sh

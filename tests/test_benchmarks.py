@@ -30,7 +30,7 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--work", str(work), "--out", str(out),
          "--threads", "1"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=420, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
@@ -80,9 +80,31 @@ def test_training_sides_time_the_same_updates(records: list[dict[str, Any]]) -> 
 def test_beam_search_fp32_is_exact(records: list[dict[str, Any]]) -> None:
     r = next(x for x in records if x["benchmark"] == "beam_search")
     exact = r["ours"]["fp32_exact"]
+    assert exact["compared_with"] == "reference_notebook"  # generate() in fp32
     assert exact["same_hypotheses_as_reference"] == 1.0
-    assert exact["bleu"] == r["reference"]["bleu"]
+    assert exact["bleu"] == r["reference_notebook"]["bleu"]
+    assert r["setup"]["translating_model"] is r["target"]["translating_model"]
     assert abs(r["target"]["bleu_difference"]) <= 100
+
+
+def test_same_work_references_and_speechbrain(records: list[dict[str, Any]]) -> None:
+    by_name = {r["benchmark"]: r for r in records}
+    for name in ("st_train", "ctc_train", "beam_search", "encoder_rtf"):
+        r = by_name[name]
+        assert r["reference_notebook"]["method"] and r["reference"]["settings"], name
+    st = by_name["st_train"]
+    assert st["ours"]["trainable_parameters"] == st["reference"]["trainable_parameters"]
+    for name in ("st_train", "ctc_train"):  # bf16=True really ran under autocast
+        r = by_name[name]
+        assert r["reference"]["autocast_bf16_seen"] is True
+        assert r["reference_notebook"]["autocast_bf16_seen"] is False
+    sb = by_name["speechbrain_samu"]
+    if sb["reference"]["available"]:
+        assert (
+            sb["ours"]["updates"] == sb["reference"]["updates"] == sb["setup"]["updates_per_side"]
+        )
+        for side in (sb["ours"], sb["reference"]):
+            assert 0 <= side["dev_r1"] <= 1 and side["median_update_seconds"] > 0
 
 
 def test_padding_and_data_loading_figures(records: list[dict[str, Any]]) -> None:
@@ -143,8 +165,11 @@ def test_results_table_has_one_row_per_benchmark(
     lines = table(path).splitlines()
     assert len(lines) == 2 + len(BENCHMARKS)
     for name, line in zip(BENCHMARKS, lines[2:], strict=True):
-        assert line.startswith(f"| {name} (") and line.count("|") == 7
-        assert re.search(r"\| [a-z_]+ \d+\.\d\dx", line), line  # the ratios column
+        assert line.startswith(f"| {name} (") and line.count("|") == 8
+    for r in records:  # the ratios column (scaling has no reference side, hence no ratio)
+        line = next(x for x in lines[2:] if x.startswith(f"| {r['benchmark']} ("))
+        if r["reference"]["available"]:
+            assert re.search(r"\| [a-z_]+ \d+\.\d\dx", line), line
 
 
 def test_paper_step_runs_its_measurement_on_a_tiny_translator(tmp_path: Path) -> None:
@@ -182,3 +207,77 @@ def test_paper_step_runs_its_measurement_on_a_tiny_translator(tmp_path: Path) ->
     assert detail["checkpoint"]["tensors"] > 0
     assert rec["ratios"]["decode_speed"] == rec["ratio"] > 0
     assert ours["gpu_10min"] is None or ours["gpu_10min"]["seconds_per_update"] > 0
+
+
+@pytest.fixture(scope="module")
+def scaling_record(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    """``--quick --only scaling`` alone (seconds): its record and the --out folder."""
+    work = tmp_path_factory.mktemp("scaling")
+    out = work / "results.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "scaling", "--work", str(work),
+         "--out", str(out), "--threads", "1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = proc.stdout.splitlines()
+    assert out.read_text().splitlines() == [line]
+    return json.loads(line), work
+
+
+SCALING_FIGURES = (
+    "seconds_per_update",
+    "audio_sec_per_sec",
+    "process_peak_rss_mb",
+    "peak_memory_during_updates_mb",
+    "parameters",
+    "trainable_parameters",
+)
+
+
+def test_scaling_record_has_both_curves_and_a_plot(
+    scaling_record: tuple[dict[str, Any], Path],
+) -> None:
+    from benchmarks import scaling
+
+    r, work = scaling_record
+    assert r["benchmark"] == "scaling" and r["quick"] is True and "error" not in r
+    datetime.datetime.fromisoformat(r["date"])
+    assert set(r["machine"]) >= MACHINE_KEYS and r["machine"]["torch_threads"] == 1
+    assert len(r["machine"]["loadavg_start"]) == len(r["machine"]["loadavg_end"]) == 3
+    assert r["reference"]["available"] is False and r["reference"]["reason"]
+    assert r["ratio"] is None and all(v is None for v in r["ratios"].values())
+    plan, ours = scaling.QUICK_PLAN, r["ours"]
+    batch, sizes = ours["batch_curve"], ours["size_curve"]
+    assert [p["batch_seconds"] for p in batch] == list(plan.batch_seconds)
+    assert {p["size"] for p in batch} == {plan.batch_size_preset}
+    assert [p["size"] for p in sizes] == list(plan.sizes)
+    assert {p["batch_seconds"] for p in sizes} == {plan.size_batch_seconds}
+    for p in batch + sizes:
+        for key in SCALING_FIGURES:
+            assert _finite_positive(p[key]), (p["size"], p["batch_seconds"], key)
+        assert p["trainable_parameters"] < p["parameters"]  # adapters + LNA-D only
+        assert len(p["update_seconds"]) == p["warmup_updates"] + plan.updates
+        assert p["clips"] * p["clip_seconds"] == p["batch_seconds"]
+    assert all(p["gradient_checkpointing"] for p in sizes)  # paper.yaml's set-up
+    assert not any(p["gradient_checkpointing"] for p in batch)  # st_train's
+    assert sizes[0]["parameters"] < sizes[-1]["parameters"]
+    assert ours["seconds_per_update_by_size"] == {p["size"]: p["seconds_per_update"] for p in sizes}
+    plot = Path(ours["plot"])
+    assert plot == work / "scaling-results.png"  # beside --out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scaling_middle_preset_is_registered_only_while_building() -> None:
+    from benchmarks.scaling import middle_presets, model_config
+
+    from samu_st.models.encoder_presets import WAV2VEC2_PRESETS
+    from samu_st.models.summary import summarize, translator_on_meta
+
+    with middle_presets():
+        assert "base" in WAV2VEC2_PRESETS
+        model, _ = translator_on_meta(model_config("base", "paper"), from_architecture=True)
+        counts = summarize(model)
+    assert "base" not in WAV2VEC2_PRESETS
+    assert 100e6 < counts.total < 300e6 and 0 < counts.trainable < counts.total

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,10 +27,13 @@ ARGS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def torchrun(nproc: int = 2) -> list[str]:
+    """torchrun on this host. ``--standalone`` binds the rendezvous store to port 0, so the OS
+    picks a free port at bind time: a port chosen beforehand can be taken by
+    another process, or still be in TIME_WAIT after a previous launch, before torchrun binds it
+    (the suspected cause of a rare setup error of the two-launch paper rehearsal)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+            "--nproc_per_node", str(nproc)]  # fmt: skip
 
 
 def launch(cmd: list[str]) -> subprocess.Popen[bytes]:
@@ -45,10 +47,7 @@ def finish(proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_two_processes_match_one(tmp_path: Path) -> None:
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1"]
-    torchrun += ["--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
-    torchrun += ["--master_port", str(free_port())]
-    ddp = launch([*torchrun, str(TOY), str(tmp_path / "ddp"), *ARGS])
+    ddp = launch([*torchrun(), str(TOY), str(tmp_path / "ddp"), *ARGS])
     single = launch([sys.executable, str(TOY), str(tmp_path / "one"), *ARGS])
     finish(ddp)
     finish(single)

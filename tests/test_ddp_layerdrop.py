@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from transformers import MBartConfig, Wav2Vec2Config, Wav2Vec2Model
 
 from fixtures_corpora import TINY_CORPUS, mini_corpus
 from samu_st.training.loop import drops_layers
-from test_ddp import free_port
+from test_ddp import torchrun
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 
@@ -54,8 +53,7 @@ def test_distill_with_layerdrop_on_two_processes(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     corpus = mini_corpus(tmp_path_factory, TINY_CORPUS)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node",
-           "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+    cmd = [*torchrun(),
            "-m", "samu_st", "distill", str(distill_yaml(tmp_path, corpus))]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

@@ -135,6 +135,50 @@ def test_pipeline_gives_the_translation_of_ours(
     assert ours[0] and theirs.strip() == ours[0]
 
 
+_PLAIN_PIPELINE = """
+import json, sys
+import soundfile as sf
+{prelude}
+from transformers import pipeline
+
+asr = pipeline("automatic-speech-recognition", model=sys.argv[1])
+texts = []
+for path in sys.argv[2:]:
+    audio, rate = sf.read(path, dtype="float32")
+    texts.append(asr({{"raw": audio, "sampling_rate": rate}})["text"].strip())
+print(json.dumps(texts))
+"""
+
+
+@pytest.mark.parametrize("mode", ["full", "adapters"])
+def test_pipeline_beam_search_gives_the_hypotheses_of_samu_st_translate(
+    finals: dict[str, Path], tmp_path: Path, mode: str
+) -> None:
+    """The export's default search (5 beams, 200 new tokens) through ``pipeline()`` in a fresh
+    process — plain transformers for -F, after ``import samu_st`` for -A — equals
+    ``samu-st translate`` with its defaults (5 beams, our beam engine)."""
+    out = export_translator(finals[mode], tmp_path / "hf", ExportOptions(language="de"))
+    assert json.loads((out / "generation_config.json").read_text())["num_beams"] == 5
+    clips = [_wav(tmp_path / f"c{i}.wav", s) for i, s in enumerate((0.5, 0.8, 1.3))]
+    mine = tmp_path / "ours.jsonl"
+    args = ["translate", str(finals[mode]), *map(str, clips), "--language", "de"]
+    assert main([*args, "--format", "jsonl", "--out", str(mine)]) == 0
+    ours = {json.loads(line)["id"]: json.loads(line)["hypothesis"] for line in mine.open()}
+    prelude = "import samu_st" if mode == "adapters" else ""
+    code = _PLAIN_PIPELINE.format(prelude=prelude)
+    run = subprocess.run([sys.executable, "-c", code, str(out), *map(str, clips)],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    theirs = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(ours) == len(clips) and all(ours.values())
+    assert theirs == [ours[_id(ours, clip)] for clip in clips]
+
+
+def _id(hypotheses: dict[str, str], clip: Path) -> str:
+    """The id ``samu-st translate`` gave ``clip`` (the file name without its suffix)."""
+    return next(key for key in hypotheses if key in (clip.stem, clip.name, str(clip)))
+
+
 def test_model_card_lists_bleu_per_language(finals: dict[str, Path], tmp_path: Path) -> None:
     results = {
         "model": "tiny",

@@ -15,15 +15,16 @@ def test_half_written_folder_is_made_again(tmp_path: Path) -> None:
     (folder / "tokenizer.json").write_text('{"version": "1.0", "trunc')  # killed mid-write
     calls: list[int] = []
 
-    def make() -> None:
+    def make(tmp: Path) -> None:
         calls.append(1)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "tokenizer.json").write_text("{}")
+        assert tmp != folder and not any(tmp.iterdir())  # a fresh temporary folder
+        (tmp / "tokenizer.json").write_text("{}")
 
-    assert made_once_on_main(folder, make) == folder
+    assert made_once_on_main(folder, make, point="test") == folder
     assert calls == [1] and (folder / "tokenizer.json").read_text() == "{}"
     assert (folder / MADE_MARK).is_file()
-    made_once_on_main(folder, make)  # complete now: reused
+    made_once_on_main(folder, make, point="test")  # complete now: reused
     assert calls == [1]
-    made_once_on_main(folder, make, reuse=False)
+    made_once_on_main(folder, make, reuse=False, point="test")
     assert calls == [1, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer"]  # no temporary left

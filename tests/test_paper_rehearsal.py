@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from standins.corpora import COVOST_READ_COLUMNS, write_paper_corpora
 from standins.labse import write_labse
 from standins.mbart50 import write_mbart50
 from standins.xlsr import write_xlsr
-from test_ddp import free_port
+from test_ddp import torchrun
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 
@@ -75,8 +74,7 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
     config = paper_copy(root, paths)
     assert main(["pipeline", str(config), "--dry-run"]) == 0  # every path exists, formats right
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node",
-           "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+    cmd = [*torchrun(),
            "-m", "samu_st", "pipeline", str(config), *STEPS]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for run in ("first", "second"):

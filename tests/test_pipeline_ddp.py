@@ -8,12 +8,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from test_ddp import free_port
+from test_ddp import torchrun
 from test_pipeline import tiny_steps, write_tiny_grid
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
@@ -22,9 +21,7 @@ SYSTEMS = ["xlsr-A", "samu-xlsr-A", "cascade"]
 
 
 def launch(config: Path) -> str:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node"]
-    cmd += ["2", "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
-    cmd += ["-m", "samu_st", "pipeline", str(config)]
+    cmd = [*torchrun(), "-m", "samu_st", "pipeline", str(config)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]

@@ -12,6 +12,7 @@ from safetensors import safe_open
 from transformers import MBartForConditionalGeneration, Wav2Vec2Model
 
 from samu_st import packaged
+from samu_st.atomic import replace_folder
 from samu_st.data.manifest import read_manifest
 from samu_st.data.release_corpus import ReleaseCorpusConfig, build_release_corpus, plan_speech
 from samu_st.errors import ConfigError, DataError, ModelLoadError
@@ -19,7 +20,6 @@ from samu_st.models.decoder import DecoderConfig
 from samu_st.models.encoder import EncoderConfig
 from samu_st.models.mbart50_format import code_id, vocab_size, write_mbart50_tokenizer
 from samu_st.models.tokenizer import TargetTokenizer
-from samu_st.models.translator import replace_folder
 from samu_st.release import package_decoder, package_encoder, write_card
 from samu_st.steps.pretrain_text import read_text_files
 from standins.mbart50 import write_mbart50

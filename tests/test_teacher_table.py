@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from samu_st.models.teacher_table import ShardJob, TeacherTableTimeout
 from samu_st.steps.distill import TeacherConfig, TeacherTable, teacher_tables
 from standins.labse import write_labse
 from teacher_table_worker import DEV, TRAIN
-from test_ddp import free_port
+from test_ddp import torchrun
 
 WORKER = Path(__file__).with_name("teacher_table_worker.py")
 
@@ -120,8 +119,7 @@ def test_waiting_for_a_missing_rank_times_out_naming_the_file(
 
 
 def test_two_processes_each_embed_their_share(labse: Path, tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node",
-           "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(WORKER),
+    cmd = [*torchrun(), str(WORKER),
            str(labse), str(tmp_path / "ddp" / "cache.sqlite"), str(tmp_path / "rank")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)

@@ -40,6 +40,7 @@ import torch
 from tqdm import tqdm
 from transformers import MBartForConditionalGeneration
 
+from samu_st.atomic import write_text_atomic
 from samu_st.data.manifest import Utterance
 from samu_st.decoding.translate import (
     DecodeOptions,
@@ -280,18 +281,17 @@ def asr_results(
 
 def write_cascade_hypotheses(outputs: Sequence[CascadeOutput], path: str | Path) -> Path:
     """``{id, language, transcript, hypothesis, reference}`` per line."""
-    path = Path(path)
-    with path.open("w", encoding="utf-8") as handle:
-        for o in outputs:
-            record = {
-                "id": o.utterance.id,
-                "language": o.utterance.language,
-                "transcript": o.transcript,
-                "hypothesis": o.translation,
-                "reference": o.utterance.target_text,
-            }
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return path
+    lines = []
+    for o in outputs:
+        record = {
+            "id": o.utterance.id,
+            "language": o.utterance.language,
+            "transcript": o.transcript,
+            "hypothesis": o.translation,
+            "reference": o.utterance.target_text,
+        }
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    return write_text_atomic(path, "".join(lines), point="cascade.hypotheses")
 
 
 def cascade_manifests(

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from samu_st.atomic import write_text_atomic
 from samu_st.errors import ConfigError
 
 T = TypeVar("T")
@@ -195,7 +196,8 @@ def load_config(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -
 
 def save_config(obj: Any, path: str | Path) -> None:
     """Write the fully resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False), encoding="utf-8")
+    text = yaml.safe_dump(to_dict(obj), sort_keys=False)
+    write_text_atomic(path, text, point=f"config:{Path(path).name}")
 
 
 def load_step_config(

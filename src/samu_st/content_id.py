@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
+
+from samu_st.atomic import write_text_atomic
 
 # Bulk media a manifest folder may sit beside: identified by the manifests that list them.
 SKIPPED_SUFFIXES = frozenset({".mp3", ".wav", ".flac", ".ogg", ".opus", ".m4a"})
@@ -59,10 +60,8 @@ class DigestCache:
     def save(self) -> None:
         if self.path is None or not self._dirty or not self.writable:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self._entries, indent=0, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.path)
+        text = json.dumps(self._entries, indent=0, sort_keys=True)
+        write_text_atomic(self.path, text, point="input-digests")
         self._dirty = False
 
 

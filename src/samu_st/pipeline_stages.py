@@ -8,13 +8,20 @@ folder, the manifests, the seed, and which earlier stage's model it starts from.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from samu_st.config import apply_overrides, from_dict, load_config, load_yaml, to_dict
 from samu_st.errors import ConfigError
-from samu_st.grid import HIGH_RESOURCE, TABLES, System, systems_for
+from samu_st.grid import HIGH_RESOURCE, TABLES, System, system_fingerprint, systems_for
 from samu_st.pipeline import Context, PipelineConfig, Stage
+from samu_st.pipeline_whisper import (
+    DISTILL_WHISPER,
+    distill_whisper_stage,
+    whisper_encoder_overrides,
+    whisper_eval_stage,
+)
 
 T = TypeVar("T")
 
@@ -155,6 +162,8 @@ def decoder_folder(ctx: Context) -> str:
 
 
 def encoder_for(ctx: Context, system: System) -> str:
+    if system.family == "whisper":  # whisper-samu-A: Whisper's encoder after step 2
+        return str(ctx.outputs[DISTILL_WHISPER])
     if system.encoder_init == "samu":
         return str(ctx.outputs["distill"])
     if system.encoder_init == "ctc":
@@ -175,6 +184,8 @@ def make_stage_st(system: System) -> Callable[[Context], Path]:
         ]
         if system.zero_shot:
             over.append(f"data.languages={_list(HIGH_RESOURCE)}")
+        if system.family == "whisper":
+            over += whisper_encoder_overrides(ctx.cfg, "model.encoder")
         return run_train_st(step_config(TrainSTConfig, ctx.cfg, "train_st", over), resume=True)
 
     return run
@@ -193,7 +204,16 @@ def make_stage_eval(system: System) -> Callable[[Context], Path]:
             max_utterances=cfg.max_eval_utterances or None,
             decode=DecodeOptions(num_beams=cfg.beam, engine=cfg.engine),
         )
-        if system.kind == "cascade":
+        if system.kind == "whisper":
+            from samu_st.models.whisper_convert import resolve_whisper_path
+            from samu_st.whisper_eval import evaluate_whisper
+
+            w = cfg.whisper
+            decode = DecodeOptions(num_beams=w.num_beams, max_batch_size=w.max_batch_size,
+                                   max_new_tokens=w.max_new_tokens)  # fmt: skip
+            model = resolve_whisper_path(str(w.model))
+            evaluate_whisper(model, corpus_dir(cfg), out, replace(opts, decode=decode))
+        elif system.kind == "cascade":
             from samu_st.cascade import evaluate_cascade
 
             evaluate_cascade(ctx.outputs["ctc"], ctx.outputs["mt"], corpus_dir(cfg), out, opts)
@@ -244,24 +264,29 @@ def stage_inputs(cfg: PipelineConfig) -> dict[str, tuple[str, ...]]:
     teacher = _section(cfg, "distill").get("teacher") or {}
     tokenizer = (_section(cfg, "train_st").get("model") or {}).get("tokenizer")
     asr = cfg.asr_data == "section"
+    distill_data = _given(
+        teacher.get("path") if isinstance(teacher, dict) else None,
+        *(asr_manifests(cfg, "distill") if asr else ()),
+    )
     return {
         "corpus": _given(cfg.corpus.path) + cfg.corpus.unlabeled if given else (),
         "pretrain": (),
-        "distill": _given(
-            cfg.encoder_pretrained,
-            teacher.get("path") if isinstance(teacher, dict) else None,
-            *(asr_manifests(cfg, "distill") if asr else ()),
-        ),
+        "distill": (*_given(cfg.encoder_pretrained), *distill_data),
+        # the Whisper folder itself is added by pipeline_whisper.distill_whisper_stage
+        DISTILL_WHISPER: distill_data,
         "ctc": _given(cfg.encoder_pretrained, *(asr_manifests(cfg, "train_ctc") if asr else ())),
         "mt": _given(cfg.mt_pretrained),
         "st": _given(cfg.encoder_pretrained, cfg.decoder_pretrained, tokenizer),
+        "st-whisper": _given(cfg.decoder_pretrained, tokenizer),  # its encoder: distill-whisper
     }
 
 
 def build_stages(cfg: PipelineConfig) -> list[Stage]:
     """The stages the configured systems need, in dependency order."""
     chosen = systems_for(cfg.systems)
-    inits = {s.encoder_init for s in chosen}
+    trained = [s for s in chosen if s.kind != "whisper"]  # the whisper row needs no training
+    xlsr = [s for s in trained if s.family == "wav2vec2"]  # whisper-samu-A needs no step 1
+    inits = {s.encoder_init for s in xlsr}
     inputs = stage_inputs(cfg)
     stages: list[Stage] = [
         Stage(
@@ -274,7 +299,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
         ),
     ]
     base: tuple[str, ...] = ("corpus",)
-    if cfg.encoder_pretrained is None:
+    if cfg.encoder_pretrained is None and xlsr:
         stages.append(
             Stage(
                 "pretrain",
@@ -298,6 +323,8 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
                 inputs=inputs["distill"],
             )
         )
+    if any(s.family == "whisper" for s in trained):
+        stages.append(distill_whisper_stage(cfg, _section(cfg, "distill"), inputs[DISTILL_WHISPER]))
     if "ctc" in inits:
         stages.append(
             Stage(
@@ -311,7 +338,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
             )
         )
     text: tuple[str, ...] = ()
-    if cfg.decoder_pretrained is None:
+    if cfg.decoder_pretrained is None and trained:
         stages.append(
             Stage(
                 "pretrain_text",
@@ -336,7 +363,9 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
             )
         )
     for system in chosen:
-        enc = {"ssl": base[-1], "samu": "distill", "ctc": "ctc"}[system.encoder_init]
+        whisper = system.family == "whisper"  # whisper-samu-A: Whisper's encoder after step 2
+        samu = DISTILL_WHISPER if whisper else "distill"
+        enc = {"ssl": base[-1], "samu": samu, "ctc": "ctc"}[system.encoder_init]
         if system.kind == "e2e":
             stages.append(
                 Stage(
@@ -344,12 +373,16 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
                     (enc, *text),
                     make_stage_st(system),
                     f"step 3: {system.name}",
-                    {"section": _section(cfg, "train_st"), "system": to_dict(system)},
+                    {"section": _section(cfg, "train_st"), "system": system_fingerprint(system)}
+                    | ({"whisper_input": cfg.whisper.whisper_input} if whisper else {}),
                     collective=True,
-                    inputs=inputs["st"],
+                    inputs=inputs["st-whisper" if whisper else "st"],
                 )
             )
             deps: tuple[str, ...] = (f"st:{system.name}",)
+        elif system.kind == "whisper":
+            stages.append(whisper_eval_stage(cfg))
+            continue
         else:
             deps = ("ctc", "mt")
         stages.append(

@@ -62,10 +62,13 @@ def check_folder(path: str, kind: str, needs: tuple[str, ...]) -> str | None:
             model_type = json.loads((folder / "config.json").read_text()).get("model_type")
         except (OSError, json.JSONDecodeError) as err:
             return f"{path}/config.json: unreadable ({err})"
-        expected = {"wav2vec2 encoder": "wav2vec2", "MBART model": "mbart", "text teacher": None}
+        # a speech encoder of any family (models/encoder_families.py; the steps' encoder.family
+        # says which, and loading checks that it matches)
+        encoders = ("wav2vec2", "hubert", "wavlm", "wav2vec2-bert", "whisper")
+        expected = {"wav2vec2 encoder": encoders, "MBART model": ("mbart",), "text teacher": None}
         want = expected.get(kind)
-        if want is not None and model_type != want:
-            return f"{path}/config.json: model_type is {model_type!r}, expected {want!r}"
+        if want is not None and model_type not in want:
+            return f"{path}/config.json: model_type is {model_type!r}, expected {want[0]!r}"
     return None
 
 
@@ -106,6 +109,10 @@ def check_paths(cfg: PipelineConfig) -> list[Problem]:
             ("config.json", "weights", "tokenizer_config.json"),
         ),
     ]
+    whisper = cfg.whisper.model  # packaged:whisper-base: its packages are checked by the stage
+    if whisper and not whisper.startswith(PACKAGED):
+        checks.append(("whisper.model", whisper, "Whisper model",
+                       ("config.json", "weights", "tokenizer_config.json")))  # fmt: skip
     teacher = load_yaml(steps).get("distill", {}).get("teacher", {}) or {}
     if isinstance(teacher, dict) and str(teacher.get("path")).startswith(PACKAGED):
         try:  # a packaged teacher: its package is a dependency, its folder built on first use
@@ -182,7 +189,9 @@ def _check_dev(cfg: PipelineConfig, section: str) -> list[Problem]:
 
 def stage_reads(cfg: PipelineConfig, stage: Stage) -> str:
     """What a training stage reads, for the plan (the data sources are the silent part)."""
-    section = {"distill": "distill", "ctc": "train_ctc"}.get(stage.name)
+    section = {"distill": "distill", "distill-whisper": "distill", "ctc": "train_ctc"}.get(
+        stage.name
+    )
     if section is not None:
         return ", ".join(asr_manifests(cfg, section))
     if stage.name.startswith("st:") or stage.name in ("pretrain_text", "mt"):
@@ -244,7 +253,8 @@ def dry_run(cfg: PipelineConfig) -> tuple[str, list[Problem]]:
     total_hours = 0.0
     for i, stage in enumerate(stages, 1):
         line = f"{i:2d}. {stage.name:<22} {stage.describe}"
-        if stage.name.startswith("st:") and counts:
+        # (the counts are XLS-R's: none for whisper-samu-A, whose encoder is Whisper's)
+        if stage.name.startswith("st:") and counts and "family" not in stage.fingerprint["system"]:
             mode = stage.fingerprint["system"]["encoder_mode"]
             total, trainable = counts[mode]
             hours = gpu_hours(cfg, stage, total, mode == "adapters")

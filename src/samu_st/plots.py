@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from samu_st.atomic import atomic_write
 from samu_st.languages import BY_CODE
 from samu_st.metrics import GroupScores
 
@@ -32,10 +33,7 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 def _save(figure: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"), point="plot")
 
 
 def plot_group_bars(

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from samu_st.atomic import atomic_folder
 from samu_st.config import load_step_config, to_dict
 from samu_st.data.release_corpus import ReleaseCorpusConfig, build_release_corpus, text_files
 from samu_st.models.mbart50_format import vocab_size, write_mbart50_tokenizer
@@ -56,10 +57,8 @@ def make_tokenizer(cfg: ReleaseConfig, corpus: Path) -> Path:
         for path in text_files(corpus)
         for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
     ]
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_mbart50_tokenizer(tmp, texts, cfg.tokenizer_pieces)
-    tmp.rename(folder)
+    with atomic_folder(folder, point="release.tokenizer") as tmp:
+        write_mbart50_tokenizer(tmp, texts, cfg.tokenizer_pieces)
     return folder
 
 

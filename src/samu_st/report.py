@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from samu_st.atomic import write_text_atomic
 from samu_st.errors import DataError
 from samu_st.languages import BY_CODE, COVOST_CODES
 from samu_st.metrics import GroupScores, is_finite_score
@@ -152,12 +153,8 @@ def _read_json(path: str | Path) -> dict[str, Any]:
 
 
 def _write_json(data: Mapping[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)  # atomic: a reader never sees half a file
-    return path
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    return write_text_atomic(path, text, point=Path(path).name)
 
 
 def _check_keys(data: Mapping[str, Any], required: set[str], path: str | Path) -> None:
@@ -311,8 +308,8 @@ def write_results(results: Results, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": results.to_json(out / "results.json")}
-    (out / "results.md").write_text(results_markdown(results), encoding="utf-8")
-    paths["md"] = out / "results.md"
+    markdown = results_markdown(results)
+    paths["md"] = write_text_atomic(out / "results.md", markdown, point="results.md")
     label, scores, scale = _metrics_of(results)[0]
     paths["groups_png"] = plot_group_bars(
         [(results.model, scores)], label, out / "groups.png", f"{label} by resource group", scale
@@ -355,7 +352,7 @@ def report(
     title = title or "Results by resource group"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(report_markdown(all_results, title), encoding="utf-8")
+    write_text_atomic(out / "report.md", report_markdown(all_results, title), point="report.md")
     data = {
         "title": title,
         "sources": [str(p) for p in results_files],

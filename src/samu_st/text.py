@@ -21,6 +21,8 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from samu_st.atomic import write_text_atomic
+
 Normalizer = Callable[[str], str]
 
 WORD_DELIMITER = "|"  # replaces " " in the CTC vocabulary (Wav2Vec2CTCTokenizer's default)
@@ -127,6 +129,5 @@ def save_vocab(vocab: dict[str, int], path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / "vocab.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(vocab, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    return path
+    text = json.dumps(vocab, ensure_ascii=False, indent=1) + "\n"
+    return write_text_atomic(path, text, point="vocab")

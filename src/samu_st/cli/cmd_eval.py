@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,9 +143,11 @@ def _output(path: Path | None) -> Iterator[IO[str]]:
     if path is None:
         yield sys.stdout
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        yield handle
+    from samu_st.atomic import write_text_atomic
+
+    buffer = io.StringIO()  # written atomically once complete
+    yield buffer
+    write_text_atomic(path, buffer.getvalue(), point="translations")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from samu_st.config import from_dict, load_yaml
 from samu_st.errors import ConfigError
@@ -33,6 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--vocab-size", type=int, default=None, help="decoder vocabulary when no tokenizer is read"
     )
+    parser.add_argument(
+        "--family",
+        choices=("wav2vec2", "hubert", "wavlm", "w2v-bert", "whisper", "all"),
+        default=None,
+        help="count with this encoder family instead of the config's model.encoder.family "
+        "(its preset of model.encoder.size; the encoder folder is not read); all: one table "
+        "per family",
+    )
     parser.set_defaults(func=run)
 
 
@@ -44,9 +54,34 @@ def run(args: argparse.Namespace) -> int:
     if not isinstance(data.get("model"), dict):
         raise ConfigError(f"{args.config}: no `model:` section describing the translator")
     cfg = from_dict(TranslatorConfig, data["model"], where=f"{args.config}: model")
-    summary = summarize_config(cfg, args.from_architecture, args.vocab_size)
-    if args.json:
-        print(json.dumps(summary.to_json(), indent=2))
+    if args.family is None:
+        configs: dict[str, Any] = {cfg.encoder.family: cfg}
     else:
+        names = FAMILIES if args.family == "all" else (args.family,)
+        configs = {name: _with_family(cfg, name) for name in names}
+    results: dict[str, Any] = {
+        name: summarize_config(one, args.from_architecture, args.vocab_size)
+        for name, one in configs.items()
+    }
+    if args.json:
+        if args.family == "all":
+            print(json.dumps({k: v.to_json() for k, v in results.items()}, indent=2))
+        else:
+            print(json.dumps(next(iter(results.values())).to_json(), indent=2))
+        return 0
+    for name, summary in results.items():
+        if len(results) > 1:
+            print(f"## encoder family: {name}")
         print(format_summary(summary))
     return 0
+
+
+FAMILIES = ("wav2vec2", "hubert", "wavlm", "w2v-bert", "whisper")
+
+
+def _with_family(cfg: Any, family: str) -> Any:
+    """``cfg`` with the encoder replaced by ``family``'s preset of the same size."""
+    if family == cfg.encoder.family:
+        return cfg
+    encoder = replace(cfg.encoder, family=family, pretrained=None)
+    return replace(cfg, encoder=encoder)

@@ -7,8 +7,10 @@ import os
 import shutil
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
+from samu_st.atomic import atomic_write
 from samu_st.errors import ConfigError
 from samu_st.resources import resource_path
 
@@ -102,9 +104,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not is_main_process():
         return 0  # under torchrun/accelerate launch the main process writes and prints
     report = outputs["report"]
-    shutil.copyfile(report / "report.md", out / "results.md")
-    shutil.copyfile(report / "report.json", out / "report.json")
-    shutil.copyfile(report / "report.png", out / "report.png")
+    for source, name in (("report.md", "results.md"), ("report.json",) * 2, ("report.png",) * 2):
+        atomic_write(out / name, partial(shutil.copyfile, report / source), point="summary")
     print()
     print((out / "results.md").read_text(encoding="utf-8"))
     minutes = (time.perf_counter() - start) / 60

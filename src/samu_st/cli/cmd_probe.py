@@ -13,8 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compare encoders by a linear CTC probe of their frozen features",
         description="Encode a transcribed corpus once with each frozen encoder, train a linear "
         "CTC head per layer on the cached features and print the test character error rate "
-        "of each layer (mini-CoVoST: test speakers no encoder heard). ENCODER is a wav2vec2 "
-        "folder, packaged:mini-xls-r, or random-mini (a randomly initialised mini encoder).",
+        "of each layer (mini-CoVoST: test speakers no encoder heard). ENCODER is an encoder "
+        "folder of any family (wav2vec2, HuBERT, WavLM, w2v-BERT, Whisper), "
+        "packaged:mini-xls-r, or random-mini (a randomly initialised mini encoder).",
     )
     parser.add_argument("encoders", nargs="+", metavar="ENCODER")
     parser.add_argument("--corpus", nargs="+", required=True, help="corpus folders / manifests")
@@ -26,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from samu_st.models.encoder import EncoderConfig
+    from samu_st.models.encoder import EncoderConfig, folder_family
+    from samu_st.packaged import resolve_model_path
     from samu_st.probe import ProbeConfig, run_probe
 
     cfg = ProbeConfig(
@@ -39,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     for name in args.encoders:
         random = name.startswith("random-")
         enc = EncoderConfig(
+            family="wav2vec2" if random else folder_family(resolve_model_path(name) or name),
             pretrained=None if random else name,
             size=name.removeprefix("random-") if random else "mini",
             mode="frozen",
@@ -48,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         cers = " ".join(f"{r['layer']}:{r['cer']:.3f}" for r in result["layers"])
         print(f"{name}: CER by layer {cers}; best {result['best_layer']['cer']:.3f}", flush=True)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        from samu_st.atomic import write_text_atomic
+
+        write_text_atomic(args.out, json.dumps(results, indent=2) + "\n", point="probe")
     return 0

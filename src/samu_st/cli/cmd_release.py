@@ -61,8 +61,10 @@ def _timed(out_dir: Path, stage: str, work: Any) -> tuple[Path, dict[str, Any]]:
     start = time.monotonic()
     folder = Path(work())
     if not record.is_file():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"seconds": round(time.monotonic() - start, 1)}) + "\n")
+        from samu_st.atomic import write_text_atomic
+
+        seconds = json.dumps({"seconds": round(time.monotonic() - start, 1)}) + "\n"
+        write_text_atomic(record, seconds, point="release.time")
     return folder, json.loads(record.read_text())
 
 
@@ -74,8 +76,8 @@ def torch_threads() -> int:
 
 def run(args: argparse.Namespace) -> int:
     from samu_st import release
+    from samu_st.atomic import replace_folder
     from samu_st.config import load_step_config
-    from samu_st.models.translator import replace_folder
     from samu_st.steps.pretrain import PretrainConfig, run_pretrain
     from samu_st.steps.pretrain_text import PretrainTextConfig, run_pretrain_text
 
@@ -125,6 +127,6 @@ def run(args: argparse.Namespace) -> int:
         if name == release.ENCODER and probe.is_file():
             facts["probe"] = release.probe_summary(json.loads(probe.read_text()))
         release.write_card(tmp, name, facts, card)
-        built.append(replace_folder(tmp, dest / name))
+        built.append(replace_folder(tmp, dest / name, point=f"release.{name}"))
     print(*built, sep="\n")
     return 0

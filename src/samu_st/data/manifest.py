@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
+from samu_st.atomic import atomic_write
 from samu_st.errors import DataError
 
 Seconds = float
@@ -129,15 +130,16 @@ def resolve_audio(utt: Utterance, manifest_path: str | Path) -> Path:
 
 def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> int:
     """Write a manifest atomically (temporary file, then rename). Returns the line count."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
     n = 0
-    with tmp.open("w", encoding="utf-8") as fh:
-        for utt in utterances:
-            fh.write(utt.to_json() + "\n")
-            n += 1
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, p)
+
+    def write(tmp: Path) -> None:
+        nonlocal n
+        with tmp.open("w", encoding="utf-8") as fh:
+            for utt in utterances:
+                fh.write(utt.to_json() + "\n")
+                n += 1
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    atomic_write(path, write, point="manifest")
     return n

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from samu_st.atomic import atomic_write
 from samu_st.errors import DataError
 
 
@@ -157,15 +158,18 @@ def write_tsv(
     path: str | Path, columns: Sequence[str], rows: Iterable[Mapping[str, str] | Sequence[str]]
 ) -> int:
     """Write a TSV in the same dialect (escaping tabs, newlines and backslashes). Returns rows."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     n = 0
-    with p.open("w", encoding="utf-8", newline="") as fh:
-        fh.write("\t".join(_escape(c) for c in columns) + "\n")
-        for row in rows:
-            values = [row[c] for c in columns] if isinstance(row, Mapping) else list(row)
-            fh.write("\t".join(_escape(v) for v in values) + "\n")
-            n += 1
+
+    def write(tmp: Path) -> None:
+        nonlocal n
+        with tmp.open("w", encoding="utf-8", newline="") as fh:
+            fh.write("\t".join(_escape(c) for c in columns) + "\n")
+            for row in rows:
+                values = [row[c] for c in columns] if isinstance(row, Mapping) else list(row)
+                fh.write("\t".join(_escape(v) for v in values) + "\n")
+                n += 1
+
+    atomic_write(path, write, point="tsv")
     return n
 
 

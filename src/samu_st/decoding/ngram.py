@@ -23,6 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from samu_st.atomic import write_text_atomic
 from samu_st.errors import DataError
 from samu_st.text import Normalizer
 
@@ -179,9 +180,4 @@ def write_arpa(
     model spells them. The file is written atomically.
     """
     arpa = build_arpa(read_lm_text(text_path, normalizer), order)
-    out = Path(arpa_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(arpa, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return write_text_atomic(arpa_path, arpa, point="arpa")

@@ -38,6 +38,7 @@ from samu_st.data.sampler import DurationBatchSampler
 from samu_st.decoding.beam import beam_search
 from samu_st.errors import AudioError, ConfigError
 from samu_st.models.encoder import lengths_to_mask
+from samu_st.models.precision import bf16_weights
 from samu_st.models.tokenizer import (
     PrefixMode,
     TargetTokenizer,
@@ -286,15 +287,19 @@ def translate_utterances(
 
     was_training = model.training
     model.eval()
+    # bf16: weights stored in bf16 once instead of re-cast by autocast at every call (the
+    # same numbers, models/precision.py); fp32 decoding is left exactly as it is.
+    weights = bf16_weights(model, frozen_only=False) if opts.bf16 else contextlib.nullcontext()
     try:
-        return decode_utterances(
-            utterances,
-            decode_batch,
-            max_duration=opts.max_duration,
-            max_batch_size=opts.max_batch_size,
-            progress=progress,
-            skip_bad=skip_bad,
-            desc="translating",
-        )
+        with weights:
+            return decode_utterances(
+                utterances,
+                decode_batch,
+                max_duration=opts.max_duration,
+                max_batch_size=opts.max_batch_size,
+                progress=progress,
+                skip_bad=skip_bad,
+                desc="translating",
+            )
     finally:
         model.train(was_training)

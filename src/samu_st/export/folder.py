@@ -18,7 +18,6 @@ The samu files (``samu_translator.json``, ...) are kept, so
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 from transformers import GenerationConfig, SpeechEncoderDecoderModel
 
+from samu_st.atomic import atomic_folder
 from samu_st.decoding.translate import max_new_tokens_for
 from samu_st.errors import SamuError
 from samu_st.export.card import trained_languages, write_model_card
@@ -40,7 +40,6 @@ from samu_st.models.translator import (
     PREFIX_KEY,
     decoder_prefix_mode,
     load_translator,
-    replace_folder,
 )
 
 PREFIXES_KEY = "samu_language_prefixes"  # config.json: language → decoder prefix ids
@@ -104,6 +103,15 @@ def _config_json(model: SpeechEncoderDecoderModel, prefixes: dict[str, list[int]
 
 def _write(tmp: Path, model_dir: Path, opts: ExportOptions) -> str:
     model, tokenizer, _ = load_translator(model_dir)
+    encoder_type = getattr(model.config.encoder, "model_type", None)
+    if encoder_type != "wav2vec2":
+        # The -A folder format re-registers Wav2Vec2Model + adapters with transformers; the
+        # other families (features computed inside samu-st's wrapper) have no such format yet.
+        raise SamuError(
+            f"{model_dir}: export writes wav2vec2-encoder translators only; this one's encoder "
+            f"is {encoder_type!r}. Use the folder itself (samu-st translate/evaluate, "
+            "samu_st.models.translator.load_translator)"
+        )
     languages = source_languages(tokenizer)
     # default: the first language trained on, else the first the tokenizer has
     language = opts.language or next(iter(trained_languages(model_dir) or languages), None)
@@ -134,13 +142,7 @@ def export_translator(
     to ``out_dir``, atomically (a temporary folder, then a rename), with a model card."""
     opts = options or ExportOptions()
     source, target = Path(model_dir), Path(out_dir)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(target, point="export") as tmp:
         language = _write(tmp, source, opts)
         write_model_card(tmp, target.name, source, language, opts)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return replace_folder(tmp, target)
+    return target

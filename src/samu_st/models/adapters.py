@@ -1,20 +1,34 @@
-"""Bottleneck adapters inserted into a transformers wav2vec2-style encoder by forward hooks.
+"""Bottleneck adapters inserted into a transformers speech encoder by forward hooks.
 
 Two adapters per transformer layer (Houlsby / MAD-X style, as in the paper §2): one on the
 output of the self-attention block and one on the output of the feed-forward block, each
 applied before the layer adds its residual. They are attached as child modules named
-``bottleneck_adapter`` of the layer's ``attention`` and ``feed_forward`` submodules, so:
+``bottleneck_adapter`` of the sublayer they follow, so:
 
 - the original parameter names are unchanged (a pretrained checkpoint still loads), and the
   adapters appear in ``state_dict()`` as ``encoder.layers.{i}.attention.bottleneck_adapter.*``;
 - no transformers code is copied: a module-level forward hook rewrites the submodule's output;
 - the choice is recorded in ``model.config.samu_bottleneck_adapters`` so that
-  :func:`samu_st.models.encoder.build_wav2vec2` re-creates and reloads them from a saved folder
-  (plain ``Wav2Vec2Model.from_pretrained`` loads the base model and ignores the adapters).
+  :func:`samu_st.models.encoder.build_encoder` re-creates and reloads them from a saved folder
+  (plain ``from_pretrained`` loads the base model and ignores the adapters).
 
-The hook works for both layer variants of ``transformers``: post-LN ``Wav2Vec2EncoderLayer``
-and pre-LN ``Wav2Vec2EncoderLayerStableLayerNorm`` (XLS-R), and for any model whose
-``base_model.encoder.layers[i]`` has ``attention`` and ``feed_forward`` children (HuBERT, WavLM).
+Where they go, per layer type (found by the layer's submodules, never by parameter names):
+
+- wav2vec2 / HuBERT / WavLM (post-LN and pre-LN "stable" layers): ``attention`` and
+  ``feed_forward``, exactly the paper's places.
+- Whisper encoder layers (pre-LN): ``self_attn`` and ``fc2`` (the feed-forward's output
+  projection, before its dropout and the residual add): the same two places.
+- w2v-BERT conformer layers (macaron: FFN½ → self-attention → convolution module → FFN½ →
+  LayerNorm): ``self_attn`` and ``ffn2``. Two adapters, as in the paper, so that the adapter
+  budget per layer (2 · 2 · D · D/4) is the same for every family. After self-attention is the
+  paper's first place unchanged. The second follows the paper's "after the feed-forward": in a
+  Transformer layer the feed-forward is the last sublayer, and in a conformer that is ``ffn2``,
+  whose output (scaled by ½ with the adapter inside) is the last change before the final
+  LayerNorm, so the adapter sees and can correct everything the layer computed, as the
+  paper's second adapter does. ``ffn1`` is left alone because the self-attention adapter
+  follows it directly; the convolution module is left alone because it is a local (31-tap)
+  filter between two adapted sublayers, and an adapter there would add a third adapter per
+  layer and 50% more adapter parameters than the other families.
 """
 
 from __future__ import annotations
@@ -96,15 +110,42 @@ def _feed_forward_hook(module: nn.Module, args: Any, output: Any) -> Any:
 
 def _encoder_layers(model: nn.Module) -> nn.ModuleList:
     base = getattr(model, "base_model", model)
-    layers = getattr(getattr(base, "encoder", None), "layers", None)
-    if not isinstance(layers, nn.ModuleList) or not all(
-        hasattr(layer, "attention") and hasattr(layer, "feed_forward") for layer in layers
-    ):
+    encoder = getattr(base, "encoder", None)
+    layers = getattr(encoder, "layers", None) if encoder is not None else None
+    if layers is None:
+        layers = getattr(base, "layers", None)  # WhisperEncoder holds its layers itself
+    if not isinstance(layers, nn.ModuleList) or not all(_sites(layer) for layer in layers):
         raise TypeError(
-            f"{type(model).__name__} has no encoder.layers with attention and feed_forward "
-            "submodules; bottleneck adapters need a wav2vec2-style encoder"
+            f"{type(model).__name__} has no encoder layers with a self-attention and a "
+            "feed-forward submodule; bottleneck adapters need a wav2vec2-, conformer- or "
+            "Whisper-style encoder"
         )
     return layers
+
+
+Site = tuple[nn.Module, Callable[[nn.Module, Any, Any], Any]]
+
+
+def _sites(layer: nn.Module) -> list[Site]:
+    """The (submodule, hook) pairs that get an adapter in ``layer`` (module docstring)."""
+    children = dict(layer.named_children())
+    if "attention" in children and "feed_forward" in children:  # wav2vec2, HuBERT, WavLM
+        return [
+            (children["attention"], _attention_hook),
+            (children["feed_forward"], _feed_forward_hook),
+        ]
+    if {"self_attn", "conv_module", "ffn2"} <= children.keys():  # w2v-BERT conformer
+        return [(children["self_attn"], _attention_hook), (children["ffn2"], _feed_forward_hook)]
+    if {"self_attn", "fc1", "fc2"} <= children.keys():  # Whisper encoder layer
+        return [(children["self_attn"], _attention_hook), (children["fc2"], _feed_forward_hook)]
+    return []
+
+
+def _model_dim(layer: nn.Module) -> int:
+    norms = [m for m in layer.modules() if isinstance(m, nn.LayerNorm)]
+    if not norms:
+        raise TypeError(f"{type(layer).__name__} has no LayerNorm to read the model size from")
+    return int(norms[-1].normalized_shape[0])
 
 
 def bottleneck_adapters(model: nn.Module) -> list[BottleneckAdapter]:
@@ -145,13 +186,11 @@ def add_bottleneck_adapters(
     added = nn.ModuleList()
     for layer in layers:
         reference = next(layer.parameters())
-        feed_forward: Any = layer.feed_forward
-        dim = int(feed_forward.output_dense.out_features)
-        for name, hook in (("attention", _attention_hook), ("feed_forward", _feed_forward_hook)):
+        dim = _model_dim(layer)
+        for target, hook in _sites(layer):
             adapter = BottleneckAdapter(
                 dim, ratio, activation, layer_norm, device=reference.device, dtype=reference.dtype
             )
-            target = getattr(layer, name)
             target.add_module(ADAPTER_ATTR, adapter)
             target.register_forward_hook(hook)
             added.append(adapter)
@@ -163,28 +202,33 @@ def add_bottleneck_adapters(
 
 
 def adapter_state_key(key: str) -> str | None:
-    """Map a checkpoint key to its adapter key relative to the base model, or None.
+    """The part of an adapter's checkpoint key from its layer on, or None for other keys.
 
     ``wav2vec2.encoder.layers.3.attention.bottleneck_adapter.down.weight`` (a CTC checkpoint)
-    and ``encoder.layers.3.attention.bottleneck_adapter.down.weight`` both give the latter.
+    and ``encoder.layers.3.attention.bottleneck_adapter.down.weight`` both give
+    ``layers.3.attention.bottleneck_adapter.down.weight``; so does a Whisper encoder's
+    ``layers.3.self_attn.bottleneck_adapter.down.weight`` its own.
     """
-    if f".{ADAPTER_ATTR}." not in key or "encoder.layers." not in key:
+    if f".{ADAPTER_ATTR}." not in key:
         return None
-    return key[key.index("encoder.layers.") :]
+    start = 0 if key.startswith("layers.") else key.rfind(".layers.") + 1
+    return key[start:] if key.startswith("layers.", start) else None
 
 
 def restore_bottleneck_adapters(model: nn.Module, folder: str) -> None:
     """Re-create the adapters recorded in ``model.config`` and load their weights from ``folder``.
 
     For a model loaded with ``from_pretrained`` from a folder saved with adapters (transformers
-    itself skips their weights). Works for ``Wav2Vec2Model`` and heads such as ``Wav2Vec2ForCTC``.
+    itself skips their weights). Works for every encoder family and heads such as
+    ``Wav2Vec2ForCTC``.
     """
     base: Any = getattr(model, "base_model", model)
     spec = dict(getattr(base.config, CONFIG_KEY))
     ratio, activation, layer_norm = spec["ratio"], spec["activation"], spec["layer_norm"]
     add_bottleneck_adapters(base, float(ratio), str(activation), bool(layer_norm))
-    tensors = read_checkpoint_tensors(folder, lambda key: adapter_state_key(key) is not None)
-    state = {adapter_state_key(k) or k: v for k, v in tensors.items()}
     expected = {k: v for k, v in base.state_dict().items() if f".{ADAPTER_ATTR}." in k}
+    by_layer = {adapter_state_key(k): k for k in expected}
+    tensors = read_checkpoint_tensors(folder, lambda key: adapter_state_key(key) is not None)
+    state = {by_layer.get(adapter_state_key(k), k): v for k, v in tensors.items()}
     check_state_dict(state, expected, folder)
     base.load_state_dict(state, strict=False)

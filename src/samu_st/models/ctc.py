@@ -10,14 +10,19 @@ so a saved folder loads with ``Wav2Vec2ForCTC.from_pretrained`` and
 - :func:`ctc_encoder` — the encoder of a CTC model as a ``Wav2Vec2Model`` (the ctc-xlsr
   baseline of the paper). A CTC folder also works directly as
   ``EncoderConfig(pretrained=<ctc folder>)``: the head is dropped on load.
+
+Other encoder families (``encoder.family`` hubert, wavlm, w2v-bert, whisper) get
+:class:`~samu_st.models.family_ctc.FamilyForCTC` instead (same interface, samu-st's own folder);
+their ``encoder/`` export is the step-3 encoder of the CTC baseline.
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from torch import nn
 from transformers import (
     Wav2Vec2CTCTokenizer,
     Wav2Vec2FeatureExtractor,
@@ -70,6 +75,8 @@ def build_ctc_model(
     """
     if not 0 <= pad_token_id < vocab_size:
         raise ValueError(f"pad_token_id {pad_token_id} is not a valid id for {vocab_size} classes")
+    if cfg.family != "wav2vec2":
+        return cast(Wav2Vec2ForCTC, _build_family_ctc(cfg, vocab_size, pad_token_id, final_dropout))
     settings = _ctc_settings(vocab_size, pad_token_id, final_dropout)
     if cfg.pretrained is None:
         model = Wav2Vec2ForCTC(wav2vec2_config(cfg, **settings))
@@ -90,6 +97,24 @@ def build_ctc_model(
     apply_encoder_mode(model, cfg.mode, train_feature_encoder=cfg.train_feature_encoder)
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable()
+    return model
+
+
+def _build_family_ctc(
+    cfg: EncoderConfig, vocab_size: int, pad_token_id: int, final_dropout: float
+) -> nn.Module:
+    """:func:`build_ctc_model` for HuBERT, WavLM, w2v-BERT and Whisper encoders
+    (:class:`~samu_st.models.family_ctc.FamilyForCTC`)."""
+    from samu_st.models.family_build import build_family_model
+    from samu_st.models.family_ctc import FamilyForCTC
+
+    encoder = build_family_model(cfg)
+    if cfg.mode == "adapters" and not has_bottleneck_adapters(encoder):
+        add_bottleneck_adapters(
+            encoder, cfg.adapter_ratio, cfg.adapter_activation, cfg.adapter_layer_norm
+        )
+    model = FamilyForCTC(encoder, vocab_size, pad_token_id, final_dropout)
+    apply_encoder_mode(encoder, cfg.mode, train_feature_encoder=cfg.train_feature_encoder)
     return model
 
 
@@ -146,17 +171,26 @@ def load_ctc_model(
     ``cfg`` optionally overrides dropout/masking and sets the training mode; without it the
     model is returned as saved (all parameters trainable, in transformers' way).
     """
-    model = load_wav2vec2_model(Wav2Vec2ForCTC, str(folder), cfg)
+    from samu_st.models.family_ctc import is_family_ctc_folder, load_family_ctc
+
+    if is_family_ctc_folder(folder):
+        model = cast(Wav2Vec2ForCTC, load_family_ctc(folder))
+    else:
+        model = load_wav2vec2_model(Wav2Vec2ForCTC, str(folder), cfg)
     with hf_load_errors(folder, "CTC processor"):
         processor = Wav2Vec2Processor.from_pretrained(str(folder), local_files_only=True)
     if cfg is not None:
-        apply_encoder_mode(model, cfg.mode, train_feature_encoder=cfg.train_feature_encoder)
+        apply_encoder_mode(
+            ctc_encoder(model), cfg.mode, train_feature_encoder=cfg.train_feature_encoder
+        )
         if cfg.gradient_checkpointing:
             model.activation_checkpointing_enable()
     return model, processor
 
 
 def ctc_encoder(model: Wav2Vec2ForCTC) -> Wav2Vec2Model:
-    """The ``Wav2Vec2Model`` inside a CTC model (shared, not copied): the ctc-xlsr baseline's
-    encoder. Save it with ``save_pretrained`` to use it as ``EncoderConfig(pretrained=...)``."""
-    return model.wav2vec2
+    """The ``Wav2Vec2Model`` (or wrapped family model) inside a CTC model (shared, not copied):
+    the ctc-xlsr baseline's encoder. Save it with :func:`samu_st.models.encoder.save_encoder`
+    to use it as ``EncoderConfig(pretrained=...)``."""
+    wrapped = getattr(model, "encoder", None)
+    return cast(Wav2Vec2Model, wrapped) if wrapped is not None else model.wav2vec2

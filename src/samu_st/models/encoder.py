@@ -1,9 +1,13 @@
-"""The speech encoder: transformers' ``Wav2Vec2Model`` (XLS-R architecture) with freezing modes.
+"""The speech encoder: a transformers model of one family (``Wav2Vec2Model`` / XLS-R by
+default; HuBERT, WavLM, w2v-BERT 2.0, Whisper's encoder: :mod:`.encoder_families`) with
+freezing modes.
 
-- :class:`EncoderConfig` — where the encoder comes from (a local folder or a size preset) and how
-  it trains (``full`` / ``adapters`` / ``frozen``).
-- :func:`wav2vec2_config` / :func:`build_wav2vec2` — the ``Wav2Vec2Config`` of a preset, and the
-  model from a preset or a local Hugging Face folder (offline, safe loading, SDPA attention).
+- :class:`EncoderConfig` — which family, where the encoder comes from (a local folder or a size
+  preset) and how it trains (``full`` / ``adapters`` / ``frozen``).
+- :func:`build_encoder` / :func:`load_encoder` — the model of any family from a preset or a
+  local folder; :func:`wav2vec2_config` / :func:`build_wav2vec2` — the same for wav2vec2 (the
+  other families come wrapped in :class:`~.family_model.FamilySpeechModel`, which has the
+  ``Wav2Vec2Model`` interface).
 - :class:`SpeechEncoder` — ``(input_values (B, S), lengths (B,)) -> EncoderOutput(hidden (B, T,
   D), lengths (B,), mask (B, T))``; freezing by mode; adapters inserted for ``adapters`` mode.
 - :func:`encoder_parameter_summary` — parameter counts (base encoder, adapters, trainable).
@@ -19,16 +23,18 @@ the outputs change with the amount of padding; :class:`SpeechEncoder` warns for 
 from __future__ import annotations
 
 import contextlib
+import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel, Wav2Vec2Config, Wav2Vec2Model
 
-from samu_st.errors import ModelLoadError
+from samu_st.errors import ConfigError, ModelLoadError
 from samu_st.models.adapters import (
     CONFIG_KEY,
     add_bottleneck_adapters,
@@ -36,6 +42,9 @@ from samu_st.models.adapters import (
     has_bottleneck_adapters,
     restore_bottleneck_adapters,
 )
+from samu_st.models.encoder_families import EncoderFamily, family_of_model_type, get_family
+from samu_st.models.encoder_presets import WAV2VEC2_OVERRIDES, WAV2VEC2_PRESETS
+from samu_st.models.family_model import FamilySpeechModel, WhisperInput
 from samu_st.models.loading import (
     check_loading_info,
     hf_load_errors,
@@ -54,10 +63,18 @@ AdapterActivation = Literal["relu", "gelu", "silu", "tanh"]
 class EncoderConfig:
     """How to build and train the speech encoder (None: keep the checkpoint's/preset's value)."""
 
+    # Encoder family (models/encoder_families.py): wav2vec2 (XLS-R, MMS), hubert, wavlm,
+    # w2v-bert (w2v-BERT 2.0, Wav2Vec2BertModel), whisper (the encoder of a Whisper folder).
+    family: EncoderFamily = "wav2vec2"
+    # Whisper only: pad every clip to the 30-s window it was trained on (pad-30s), or cut the
+    # window to the batch's longest clip (trim: faster, deviates from pretraining; see
+    # models/family_model.py).
+    whisper_input: WhisperInput = "pad-30s"
     # Local Hugging Face folder (config.json + weights), e.g. a copy of facebook/wav2vec2-xls-r-300m
     # or the `encoder/` folder of a SAMU model; None builds a randomly initialised `size` preset.
     pretrained: str | None = None
-    # Preset when `pretrained` is None: tiny (tests), mini (CPU demo), paper (XLS-R 300M).
+    # Preset when `pretrained` is None: tiny (tests), mini (CPU demo), paper (XLS-R 300M; the
+    # family's paper size for the others, see models/encoder_families.py).
     size: EncoderSize = "mini"
     # full: all but the conv feature encoder train; adapters: only bottleneck adapters train;
     # frozen: nothing trains.
@@ -88,98 +105,19 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         # `packaged:<name>` names a checkpoint shipped in the package (samu_st.packaged)
         object.__setattr__(self, "pretrained", resolve_model_path(self.pretrained))
+        get_family(self.family)  # ConfigError for an unknown family
+        if self.whisper_input not in ("pad-30s", "trim"):
+            raise ConfigError(f"encoder.whisper_input: pad-30s or trim, not {self.whisper_input!r}")
 
 
-_XLSR_CONV: dict[str, Any] = {
-    "conv_kernel": (10, 3, 3, 3, 3, 2, 2),
-    "conv_stride": (5, 2, 2, 2, 2, 2, 2),
-    "feat_extract_norm": "layer",
-    "feat_extract_activation": "gelu",
-    "do_stable_layer_norm": True,
-    "conv_bias": True,
-    "hidden_act": "gelu",
-}
-
-_PRESETS: dict[str, dict[str, Any]] = {
-    # The exact facebook/wav2vec2-xls-r-300m architecture and training defaults.
-    "paper": {
-        **_XLSR_CONV,
-        "conv_dim": (512,) * 7,
-        "hidden_size": 1024,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 16,
-        "intermediate_size": 4096,
-        "num_conv_pos_embeddings": 128,
-        "num_conv_pos_embedding_groups": 16,
-        "hidden_dropout": 0.1,
-        "attention_dropout": 0.1,
-        "activation_dropout": 0.0,
-        "feat_proj_dropout": 0.1,
-        "layerdrop": 0.1,
-        "mask_time_prob": 0.075,
-        "mask_time_length": 10,
-        "codevector_dim": 768,
-        "proj_codevector_dim": 768,
-    },
-    # CPU-trainable (DESIGN.md §6 probe): 64-channel convs, 4 layers of 192.
-    "mini": {
-        **_XLSR_CONV,
-        "conv_dim": (64,) * 7,
-        "hidden_size": 192,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "intermediate_size": 768,
-        "num_conv_pos_embeddings": 32,
-        "num_conv_pos_embedding_groups": 4,
-        "hidden_dropout": 0.1,
-        "attention_dropout": 0.1,
-        "activation_dropout": 0.0,
-        "feat_proj_dropout": 0.1,
-        "layerdrop": 0.0,
-        "mask_time_prob": 0.05,
-        "mask_time_length": 5,
-        "num_codevectors_per_group": 64,
-        "codevector_dim": 128,
-        "proj_codevector_dim": 128,
-        "num_negatives": 50,
-    },
-    # For tests: 2 layers of 32.
-    "tiny": {
-        **_XLSR_CONV,
-        "conv_dim": (16,) * 7,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-        "num_conv_pos_embeddings": 8,
-        "num_conv_pos_embedding_groups": 2,
-        "layerdrop": 0.0,
-        "mask_time_prob": 0.05,
-        "mask_time_length": 2,
-        "num_codevectors_per_group": 8,
-        "codevector_dim": 16,
-        "proj_codevector_dim": 16,
-        "num_negatives": 10,
-    },
-}
-
-_OVERRIDES = (
-    "layerdrop",
-    "mask_time_prob",
-    "mask_time_length",
-    "mask_feature_prob",
-    "hidden_dropout",
-    "attention_dropout",
-    "activation_dropout",
-    "feat_proj_dropout",
-)
+# The EncoderConfig fields that override the checkpoint's/preset's config (wav2vec2's names;
+# each family maps them to its own attributes, or refuses them).
+_OVERRIDES = tuple(WAV2VEC2_OVERRIDES)
 
 
-def _apply_overrides(config: Wav2Vec2Config, cfg: EncoderConfig) -> None:
-    for name in _OVERRIDES:
-        value = getattr(cfg, name)
-        if value is not None:
-            setattr(config, name, value)
+def _apply_overrides(config: Any, cfg: EncoderConfig) -> None:
+    family = family_of_model_type(getattr(config, "model_type", None)) or get_family("wav2vec2")
+    family.apply_overrides(config, {name: getattr(cfg, name) for name in _OVERRIDES})
 
 
 def wav2vec2_config(cfg: EncoderConfig, **extra: Any) -> Wav2Vec2Config:
@@ -187,9 +125,10 @@ def wav2vec2_config(cfg: EncoderConfig, **extra: Any) -> Wav2Vec2Config:
 
     ``extra`` keyword arguments go to ``Wav2Vec2Config`` (e.g. ``vocab_size`` for a CTC head).
     """
-    if cfg.size not in _PRESETS:
-        raise ValueError(f"unknown encoder size {cfg.size!r}; choose one of {sorted(_PRESETS)}")
-    kwargs: dict[str, Any] = {**_PRESETS[cfg.size], **extra, "attn_implementation": "sdpa"}
+    if cfg.size not in WAV2VEC2_PRESETS:
+        choices = sorted(WAV2VEC2_PRESETS)
+        raise ValueError(f"unknown encoder size {cfg.size!r}; choose one of {choices}")
+    kwargs: dict[str, Any] = {**WAV2VEC2_PRESETS[cfg.size], **extra, "attn_implementation": "sdpa"}
     config = Wav2Vec2Config(**kwargs)
     _apply_overrides(config, cfg)
     return config
@@ -213,20 +152,17 @@ def load_wav2vec2_model(
     cfg: EncoderConfig | None = None,
     *,
     allow_missing: Callable[[str], bool] | None = None,
+    family: EncoderFamily = "wav2vec2",
     **extra: Any,
 ) -> M:
     """Like :func:`load_wav2vec2` for any wav2vec2 class (``Wav2Vec2ForCTC``,
-    ``Wav2Vec2ForPreTraining``...). ``allow_missing(key)`` is True for weights that may be
-    freshly initialised (a new head); ``masked_spec_embed`` always may.
+    ``Wav2Vec2ForPreTraining``...) or, with ``family``, any class of that family that
+    ``from_pretrained`` loads (``HubertModel``, ``WavLMForCTC``, ``Wav2Vec2BertModel``...).
+    ``allow_missing(key)`` is True for weights that may be freshly initialised (a new head);
+    ``masked_spec_embed`` always may.
     """
     path = require_pretrained_folder(folder, "speech encoder")
-    with hf_load_errors(path, "speech encoder config"):
-        config = Wav2Vec2Config.from_pretrained(str(path), local_files_only=True, **extra)
-    if getattr(config, "model_type", None) != "wav2vec2":
-        raise ModelLoadError(
-            f"{path}: config.json has model_type {getattr(config, 'model_type', None)!r}, "
-            "expected 'wav2vec2' (XLS-R format)"
-        )
+    config = read_encoder_config(path, family, **extra)
     if cfg is not None:
         _apply_overrides(config, cfg)
     # Our own adapter weights are "unexpected" to transformers: they are loaded below, so its
@@ -240,7 +176,7 @@ def load_wav2vec2_model(
             local_files_only=True,
             output_loading_info=True,
             ignore_mismatched_sizes=True,
-            attn_implementation="sdpa",
+            attn_implementation=get_family(family).attn_implementation,
             trust_remote_code=False,
         )
     model, info = loaded
@@ -254,6 +190,79 @@ def load_wav2vec2_model(
     if has_adapters:
         restore_bottleneck_adapters(model, str(path))
     return cast(M, model)
+
+
+def read_encoder_config(path: Path, family: EncoderFamily, **extra: Any) -> Any:
+    """The config of the encoder folder ``path``, checked to belong to ``family`` (a
+    ``ModelLoadError`` that names the family to set otherwise)."""
+    spec = get_family(family)
+    # the file's own model_type: a config class reading another family's file keeps its own
+    found = _raw_model_type(path)
+    with hf_load_errors(path, "speech encoder config"):
+        config = spec.config_class.from_pretrained(str(path), local_files_only=True, **extra)
+    if found != spec.model_type:
+        other = family_of_model_type(found)
+        hint = f"; set encoder.family: {other.name}" if other is not None else ""
+        raise ModelLoadError(
+            f"{path}: config.json has model_type {found!r}, expected {spec.model_type!r} "
+            f"(encoder.family {family}){hint}"
+        )
+    return config
+
+
+def _raw_model_type(path: Path) -> Any:
+    try:
+        return json.loads((path / "config.json").read_text("utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ModelLoadError(f"{path / 'config.json'}: not a valid config: {error}") from error
+
+
+def folder_family(folder: str | Path) -> EncoderFamily:
+    """The encoder family of a local model folder, from its ``config.json`` ``model_type``."""
+    path = require_pretrained_folder(folder, "speech encoder")
+    model_type = _raw_model_type(path)
+    family = family_of_model_type(model_type)
+    if family is None:
+        raise ModelLoadError(f"{path}: model_type {model_type!r} is no speech encoder family")
+    return family.name
+
+
+def build_encoder(cfg: EncoderConfig) -> PreTrainedModel:
+    """The encoder ``cfg`` describes, of any family: ``Wav2Vec2Model`` (:func:`build_wav2vec2`)
+    or a :class:`~.family_model.FamilySpeechModel` (same interface). Adapters saved in a
+    pretrained folder are restored; none are added."""
+    if cfg.family == "wav2vec2":
+        return build_wav2vec2(cfg)
+    from samu_st.models.family_build import build_family_model
+
+    return build_family_model(cfg)
+
+
+def load_encoder(folder: str | Path, cfg: EncoderConfig | None = None) -> PreTrainedModel:
+    """The encoder saved in ``folder`` (family from its config.json; a ``cfg`` of another family
+    is an error), with ``cfg``'s overrides; gradient checkpointing is the caller's."""
+    family = folder_family(folder)
+    if cfg is not None and cfg.family != family:
+        raise ModelLoadError(
+            f"{folder}: a {family} encoder, but encoder.family is {cfg.family}; "
+            f"set encoder.family: {family}"
+        )
+    if family == "wav2vec2":
+        return load_wav2vec2(str(folder), cfg)
+    from samu_st.models.family_build import load_family_model
+
+    return load_family_model(str(folder), cfg)
+
+
+def save_encoder(model: nn.Module, folder: str | Path) -> None:
+    """Save an encoder (``Wav2Vec2Model`` or wrapped family model) as a Hugging Face folder
+    that :func:`load_encoder` reads back (the family's own format, adapters recorded)."""
+    inner: Any = getattr(model, "model", None) if _is_wrapped(model) else model
+    cast(Any, inner).save_pretrained(str(folder))
+
+
+def _is_wrapped(model: nn.Module) -> bool:
+    return isinstance(model, FamilySpeechModel)
 
 
 def build_wav2vec2(cfg: EncoderConfig) -> Wav2Vec2Model:
@@ -285,18 +294,33 @@ def apply_encoder_mode(
     """
     if mode not in ("full", "adapters", "frozen"):
         raise ValueError(f"unknown encoder mode {mode!r}")
-    base: Any = getattr(model, "base_model", model)
+    base: Any = model if _is_wrapped(model) else getattr(model, "base_model", model)
     if mode == "adapters" and not has_bottleneck_adapters(base):
         raise ValueError("adapters mode needs bottleneck adapters in the model")
-    base.requires_grad_(mode == "full")
+    encoder: Any = base.model if _is_wrapped(base) else base
+    encoder.requires_grad_(mode == "full")
     conv_trains = mode == "full" and train_feature_encoder
-    base.feature_extractor.requires_grad_(conv_trains)
-    # transformers makes the conv input require grad while this flag is set; keep it in step
-    # so that a frozen conv stack is not back-propagated through.
-    base.feature_extractor._requires_grad = conv_trains
+    for front in front_end_modules(base):
+        front.requires_grad_(conv_trains)
+        if hasattr(front, "_requires_grad"):
+            front = cast(Any, front)
+            # transformers makes the conv input require grad while this flag is set; keep it
+            # in step so that a frozen conv stack is not back-propagated through.
+            front._requires_grad = conv_trains
+    for fixed in base.fixed() if _is_wrapped(base) else ():
+        fixed.requires_grad_(False)
     if mode == "adapters":
         for adapter in bottleneck_adapters(base):
             adapter.requires_grad_(True)
+
+
+def front_end_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules before the transformer (``train_feature_encoder``): wav2vec2's conv stack,
+    or the wrapped family's (:meth:`~.family_model.FamilySpeechModel.front_end`)."""
+    if _is_wrapped(model):
+        return list(cast(Any, model).front_end())
+    base: Any = getattr(model, "base_model", model)
+    return [base.feature_extractor]
 
 
 class EncoderOutput(NamedTuple):
@@ -314,10 +338,11 @@ def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
 
 
 class SpeechEncoder(nn.Module):
-    """Wraps a ``Wav2Vec2Model`` with explicit lengths and a training mode.
+    """Wraps a ``Wav2Vec2Model`` (or a wrapped family model) with explicit lengths and a
+    training mode.
 
     Args:
-        model: the transformers model (see :func:`build_wav2vec2`).
+        model: the transformers model (see :func:`build_encoder`).
         mode: ``full`` (all but the conv feature encoder train), ``adapters`` (only bottleneck
             adapters train; they are added if the model has none), ``frozen`` (nothing trains).
         adapter_ratio, adapter_activation, adapter_layer_norm: for adapters added here.
@@ -326,7 +351,7 @@ class SpeechEncoder(nn.Module):
 
     def __init__(
         self,
-        model: Wav2Vec2Model,
+        model: PreTrainedModel,
         mode: EncoderMode = "full",
         *,
         adapter_ratio: float = 0.25,
@@ -335,9 +360,9 @@ class SpeechEncoder(nn.Module):
         train_feature_encoder: bool = False,
     ) -> None:
         super().__init__()
-        if model.config.feat_extract_norm == "group":
+        if getattr(model.config, "feat_extract_norm", None) == "group":
             warnings.warn(
-                "this wav2vec2 model uses a GroupNorm feature encoder (feat_extract_norm='group'): "
+                "this model uses a GroupNorm feature encoder (feat_extract_norm='group'): "
                 "its outputs depend on the padding in a batch; batch utterances of similar length",
                 stacklevel=2,
             )
@@ -350,9 +375,9 @@ class SpeechEncoder(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: EncoderConfig) -> SpeechEncoder:
-        """Build the model (:func:`build_wav2vec2`) and wrap it in ``cfg.mode``."""
+        """Build the model (:func:`build_encoder`) and wrap it in ``cfg.mode``."""
         return cls(
-            build_wav2vec2(cfg),
+            build_encoder(cfg),
             cfg.mode,
             adapter_ratio=cfg.adapter_ratio,
             adapter_activation=cfg.adapter_activation,
@@ -366,7 +391,17 @@ class SpeechEncoder(nn.Module):
         self.mode = mode
 
     @property
-    def config(self) -> Wav2Vec2Config:
+    def family(self) -> EncoderFamily:
+        """The encoder family (``wav2vec2``, ``hubert``, ``wavlm``, ``w2v-bert``, ``whisper``)."""
+        found = family_of_model_type(getattr(self.model.config, "model_type", None))
+        return found.name if found is not None else "wav2vec2"
+
+    def save(self, folder: str | Path) -> None:
+        """Save the model as a Hugging Face folder of its family (:func:`save_encoder`)."""
+        save_encoder(self.model, folder)
+
+    @property
+    def config(self) -> Any:
         """The wrapped model's config."""
         return self.model.config
 
@@ -378,6 +413,8 @@ class SpeechEncoder(nn.Module):
     @property
     def min_input_samples(self) -> int:
         """The shortest input (samples) that gives one output frame (400 = 25 ms for XLS-R)."""
+        if _is_wrapped(self.model):
+            return int(cast(Any, self.model).min_input_samples)
         samples = 1
         kernels, strides = self.model.config.conv_kernel, self.model.config.conv_stride
         for kernel, stride in zip(reversed(kernels), reversed(strides), strict=True):
@@ -387,7 +424,8 @@ class SpeechEncoder(nn.Module):
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """(B,) input lengths in samples -> (B,) output lengths in frames (long)."""
         lengths = cast(torch.LongTensor, lengths)
-        return self.model._get_feat_extract_output_lengths(lengths).to(torch.long)
+        model: Any = self.model
+        return model._get_feat_extract_output_lengths(lengths).to(torch.long)
 
     def forward(self, input_values: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         """Encode a right-padded batch of waveforms.
@@ -443,14 +481,19 @@ def encoder_parameter_summary(model: nn.Module) -> dict[str, int]:
     adapter_ids = {id(p) for a in bottleneck_adapters(wav2vec2) for p in a.parameters()}
     base = [p for p in wav2vec2.parameters() if id(p) not in adapter_ids]
     adapters = [p for p in wav2vec2.parameters() if id(p) in adapter_ids]
-    conv = getattr(wav2vec2, "feature_extractor", None)
+    fronts = front_end_modules(wav2vec2) if _has_front_end(wav2vec2) else []
     counts = {
         "encoder": sum(p.numel() for p in base),
         "encoder_trainable": sum(p.numel() for p in base if p.requires_grad),
-        "feature_encoder": parameter_count(conv) if isinstance(conv, nn.Module) else 0,
+        "feature_encoder": sum(parameter_count(m) for m in fronts),
         "adapters": sum(p.numel() for p in adapters),
         "adapters_trainable": sum(p.numel() for p in adapters if p.requires_grad),
     }
     counts["total"] = counts["encoder"] + counts["adapters"]
     counts["trainable"] = counts["encoder_trainable"] + counts["adapters_trainable"]
     return counts
+
+
+def _has_front_end(model: nn.Module) -> bool:
+    base = getattr(model, "base_model", model)
+    return _is_wrapped(model) or isinstance(getattr(base, "feature_extractor", None), nn.Module)

@@ -67,15 +67,20 @@ def _remember_frame_lengths(
     adaptor.frame_lengths = frames
 
 
-def attach_length_adaptor(encoder: Wav2Vec2Model, num_layers: int) -> None:
+def attach_length_adaptor(encoder: nn.Module, num_layers: int) -> None:
     """Give ``encoder`` a fresh :class:`LengthAdaptor` of ``num_layers`` (0: none), in place.
 
-    Sets ``add_adapter`` and ``num_adapter_layers`` in its config, so that transformers' own
-    output-length and mask functions account for the adaptor.
+    For a ``Wav2Vec2Model``, sets ``add_adapter`` and ``num_adapter_layers`` in its config, so
+    that transformers' own output-length and mask functions account for the adaptor. For a
+    wrapped family model (:class:`~samu_st.models.family_model.FamilySpeechModel`) the count is
+    recorded under its own key, which the wrapper's length functions read.
     """
-    config = encoder.config
     if num_layers < 0:
         raise ValueError(f"length_adaptor_layers must be >= 0, got {num_layers}")
+    if not isinstance(encoder, Wav2Vec2Model):
+        _attach_to_family_model(encoder, num_layers)
+        return
+    config = encoder.config
     config.add_adapter = num_layers > 0
     config.num_adapter_layers = num_layers
     config.adapter_kernel_size = 3  # the output-length formula of transformers assumes 3
@@ -93,3 +98,32 @@ def attach_length_adaptor(encoder: Wav2Vec2Model, num_layers: int) -> None:
     if not getattr(encoder, "_samu_length_hook", False):
         encoder.register_forward_pre_hook(_remember_frame_lengths, with_kwargs=True)
         setattr(encoder, "_samu_length_hook", True)  # noqa: B010 (not a module attribute)
+
+
+def _attach_to_family_model(encoder: nn.Module, num_layers: int) -> None:
+    from samu_st.models.family_model import LENGTH_ADAPTOR_KEY
+
+    wrapped: Any = encoder
+    config = wrapped.config
+    dim = int(config.hidden_size)
+    setattr(config, LENGTH_ADAPTOR_KEY, num_layers)
+    config.output_hidden_size = dim  # what SpeechEncoderDecoderModel projects to the decoder
+    if num_layers == 0:
+        wrapped.adapter = None
+        return
+    adaptor_config = Wav2Vec2Config(
+        hidden_size=dim,
+        output_hidden_size=dim,
+        num_adapter_layers=num_layers,
+        adapter_kernel_size=3,
+        adapter_stride=2,
+        layerdrop=0.0,
+    )
+    reference = next(wrapped.model.parameters())
+    with torch.device(reference.device):
+        adaptor = LengthAdaptor(adaptor_config).to(dtype=reference.dtype)
+    if not reference.is_meta:  # the init transformers gives these convs in a Wav2Vec2Model
+        for module in adaptor.modules():
+            if isinstance(module, nn.Conv1d):
+                nn.init.kaiming_normal_(module.weight)
+    wrapped.adapter = adaptor

@@ -22,7 +22,6 @@ The API, shared by every model builder:
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from samu_st.atomic import atomic_write
 from samu_st.errors import ModelLoadError
 
 #: Weight files of a Hugging Face folder, in the order they are preferred.
@@ -179,9 +179,8 @@ def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path) -> None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {key: value.detach().to("cpu").contiguous().clone() for key, value in state.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}),
+                 point="safetensors")  # fmt: skip
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

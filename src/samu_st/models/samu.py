@@ -5,10 +5,11 @@ Saved as a folder::
     samu_config.json       dimensions and encoder mode (written last: its presence marks a
                            complete save)
     head.safetensors       pooling query and projection
-    encoder/               the wav2vec2 encoder in Hugging Face format
+    encoder/               the encoder in its family's Hugging Face format
 
-``encoder/`` loads with ``Wav2Vec2Model.from_pretrained`` and is what step 3 uses as its
-encoder: ``EncoderConfig(pretrained="<folder>/encoder")``.
+``encoder/`` loads with its family's ``from_pretrained`` (``Wav2Vec2Model``, ``HubertModel``,
+``WavLMModel``, ``Wav2Vec2BertModel``, ``WhisperEncoder``) and is what step 3 uses as its
+encoder: ``EncoderConfig(pretrained="<folder>/encoder", family=...)``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from samu_st.errors import ModelLoadError
-from samu_st.models.encoder import EncoderConfig, EncoderMode, SpeechEncoder, load_wav2vec2
+from samu_st.models.encoder import EncoderConfig, EncoderMode, SpeechEncoder, load_encoder
 from samu_st.models.loading import load_into, require_local_folder, save_state_dict
 from samu_st.models.pooling import AttentionPooling
 
@@ -86,7 +87,7 @@ class SamuModel(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / CONFIG_FILE).unlink(missing_ok=True)
-        self.encoder.model.save_pretrained(folder / ENCODER_DIR)
+        self.encoder.save(folder / ENCODER_DIR)
         save_state_dict(self._head_state(), folder / HEAD_FILE)
         config = {
             "format": _FORMAT,
@@ -94,6 +95,7 @@ class SamuModel(nn.Module):
             "hidden_size": self.encoder.hidden_size,
             "out_dim": self.out_dim,
             "encoder_mode": self.encoder.mode,
+            "encoder_family": self.encoder.family,
             "train_feature_encoder": self.encoder.train_feature_encoder,
         }
         tmp = folder / (CONFIG_FILE + ".tmp")
@@ -117,7 +119,7 @@ class SamuModel(nn.Module):
         """
         folder = require_local_folder(folder, "SAMU model")
         config = _read_config(folder / CONFIG_FILE)
-        model = load_wav2vec2(str(folder / ENCODER_DIR), encoder_cfg)
+        model = load_encoder(folder / ENCODER_DIR, encoder_cfg)
         if encoder_cfg is not None and encoder_cfg.gradient_checkpointing:
             model.activation_checkpointing_enable()
         if mode is None:

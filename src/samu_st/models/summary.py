@@ -16,6 +16,10 @@ the ``meta`` device so no memory is allocated), the parts are:
 
 Total 799.3M. The paper's "700M" matches no exact split (without the 257M embeddings it is
 542.2M); the MBART *encoder* is not part of the model, and it is not counted here either.
+
+Other encoder families (``model.encoder.family``, :mod:`samu_st.models.encoder_families`) are
+counted the same way, at their paper sizes (HuBERT / WavLM large, w2v-BERT 2.0, Whisper
+large-v2's encoder); a note names the family.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from transformers import (
     MBartConfig,
     MBartForCausalLM,
     SpeechEncoderDecoderModel,
-    Wav2Vec2Config,
     Wav2Vec2Model,
 )
 
@@ -43,9 +46,10 @@ from samu_st.models.decoder import (
     mbart_config,
     mbart_decoder,
 )
-from samu_st.models.encoder import wav2vec2_config
+from samu_st.models.encoder import read_encoder_config, wav2vec2_config
+from samu_st.models.encoder_families import get_family
 from samu_st.models.tokenizer import ALL_LANGUAGES, TargetTokenizer, mbart50_language_token
-from samu_st.models.translator import TranslatorConfig, assemble_translator
+from samu_st.models.translator import TranslatorConfig, assemble_translator, encoder_from_config
 
 GROUPS = (
     "encoder",
@@ -58,7 +62,7 @@ GROUPS = (
     "embeddings",
 )
 GROUP_HELP = {
-    "encoder": "wav2vec2 / XLS-R (conv front end + transformer)",
+    "encoder": "speech encoder (family: see the note)",
     "bottleneck_adapters": "2 per encoder layer (paper §2)",
     "length_adaptor": "stride-2 Conv1d + GLU layers",
     "projection": "encoder → decoder size (enc_to_dec_proj)",
@@ -169,10 +173,14 @@ def translator_on_meta(
     )
     if tokenizer is not None:
         vocab_size = len(tokenizer)
+    family = get_family(cfg.encoder.family)
     if enc_path is not None:
-        enc_config = Wav2Vec2Config.from_pretrained(str(enc_path), local_files_only=True)
-    else:
+        enc_config = read_encoder_config(enc_path, family.name)
+    elif family.name == "wav2vec2":
         enc_config = wav2vec2_config(cfg.encoder)
+    else:
+        enc_config = family.config(cfg.encoder.size)
+    notes.append(f"encoder: {family.name}, {family.description}")
     if dec_path is not None:
         dec_config = MBartConfig.from_pretrained(str(dec_path), local_files_only=True)
         dec_config.vocab_size = max(dec_config.vocab_size, vocab_size or 0)
@@ -182,7 +190,7 @@ def translator_on_meta(
     if tokenizer is None:
         notes.append(f"vocabulary: {dec_config.vocab_size} tokens (no tokenizer read)")
     with torch.device("meta"):
-        encoder = Wav2Vec2Model(enc_config)
+        encoder = encoder_from_config(enc_config)
         decoder = MBartForCausalLM(as_decoder_config(dec_config, cfg.decoder))
         model = assemble_translator(encoder, decoder, cfg, tokenizer)
     return model, notes

@@ -22,16 +22,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from samu_st.atomic import atomic_write, write_text_atomic
 from samu_st.errors import SamuError
 from samu_st.models.teacher import EmbeddingCache, TeacherPlan, TextTeacher
 
@@ -74,12 +75,6 @@ def table_key(cache_key: str, texts: Sequence[str]) -> str:
     for text in texts:
         digest.update(b"\0" + text.encode("utf-8"))
     return digest.hexdigest()[:24]
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _wait_for(paths: Sequence[Path], job: ShardJob, what: str) -> None:
@@ -141,8 +136,8 @@ def _merge(
         table.flush()
         del table
 
-    _atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
-    _atomic_write(out, write_table)
+    write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n", point="teacher.table_meta")
+    atomic_write(out, write_table, point="teacher.table")
     if cache is not None:
         with EmbeddingCache(cache) as db:
             for rank, part in enumerate(parts):
@@ -181,7 +176,8 @@ def build_table(
             vectors, fresh = _embed_shard(share, load_teacher, plan, cache, batch_size)
             embedded = int(fresh.sum())
             counts = {"rank": job.rank, "texts": len(share), "embedded": embedded}
-            _atomic_write(mine, lambda tmp: _save_npz(tmp, vectors, fresh, counts))
+            shard = partial(_save_npz, vectors=vectors, fresh=fresh, meta=counts)
+            atomic_write(mine, shard, point="teacher.shard")
             log.info("teacher shard %d/%d: %d texts, %d embedded now", job.rank, job.world,
                      len(share), embedded)  # fmt: skip
         if job.rank == 0:

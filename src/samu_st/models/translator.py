@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,18 +38,19 @@ from transformers import (
     GenerationConfig,
     MBartConfig,
     MBartForCausalLM,
+    PreTrainedModel,
     SpeechEncoderDecoderConfig,
     SpeechEncoderDecoderModel,
     Wav2Vec2Config,
     Wav2Vec2Model,
 )
 
+from samu_st.atomic import atomic_folder
 from samu_st.config import from_dict, to_dict
 from samu_st.errors import ModelLoadError
 from samu_st.models.adapters import (
     CONFIG_KEY,
     add_bottleneck_adapters,
-    bottleneck_adapters,
     has_bottleneck_adapters,
 )
 from samu_st.models.decoder import (
@@ -62,7 +61,8 @@ from samu_st.models.decoder import (
     set_decoder_trainable,
     sync_added_rows,
 )
-from samu_st.models.encoder import EncoderConfig, build_wav2vec2
+from samu_st.models.encoder import EncoderConfig, apply_encoder_mode, build_encoder
+from samu_st.models.encoder_families import family_of_model_type
 from samu_st.models.length_adaptor import (
     LengthAdaptor,
     attach_length_adaptor,
@@ -194,13 +194,8 @@ def set_trainable(model: SpeechEncoderDecoderModel, cfg: TranslatorConfig) -> No
     mode = cfg.encoder.mode
     if mode == "adapters" and not has_bottleneck_adapters(encoder):
         raise ValueError("encoder mode 'adapters' but the encoder has no bottleneck adapters")
-    encoder.requires_grad_(mode == "full")
-    conv_trains = mode == "full" and cfg.encoder.train_feature_encoder
-    encoder.feature_extractor.requires_grad_(conv_trains)
-    encoder.feature_extractor._requires_grad = conv_trains
-    if mode == "adapters":
-        for adapter in bottleneck_adapters(encoder):
-            adapter.requires_grad_(True)
+    train_front = cfg.encoder.train_feature_encoder
+    apply_encoder_mode(encoder, mode, train_feature_encoder=train_front)
     if encoder.adapter is not None:
         encoder.adapter.requires_grad_(True)
     projection = getattr(model, "enc_to_dec_proj", None)
@@ -253,7 +248,7 @@ def build_translator(
     """
     if tokenizer is not None:
         vocab_size = len(tokenizer)
-    encoder = build_wav2vec2(cfg.encoder)
+    encoder = cast(Wav2Vec2Model, build_encoder(cfg.encoder))
     related = tokenizer.related_token_ids() if tokenizer is not None else None
     decoder = build_mbart(cfg.decoder, vocab_size, related)
     return assemble_translator(encoder, decoder, cfg, tokenizer)
@@ -325,17 +320,39 @@ def save_translator(
 ) -> Path:
     """Write the translator as one folder, atomically (a temporary folder, then a rename)."""
     target = Path(folder)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     sync_added_rows(model.decoder)  # a plain transformers load then sees the trained rows
-    model.config.to_json_file(str(tmp / "config.json"))
-    _generation_config(model, tokenizer).save_pretrained(str(tmp))
-    save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-    tokenizer.save(tmp)
-    _write_prefix(tmp / PREFIX_FILE, tokenizer, decoder_prefix_mode(model))
-    (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(cfg), indent=2) + "\n", encoding="utf-8")
-    return replace_folder(tmp, target)
+    with atomic_folder(target, point="translator") as tmp:
+        model.config.to_json_file(str(tmp / "config.json"))
+        _generation_config(model, tokenizer).save_pretrained(str(tmp))
+        save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        tokenizer.save(tmp)
+        _write_prefix(tmp / PREFIX_FILE, tokenizer, decoder_prefix_mode(model))
+        text = json.dumps(to_dict(cfg), indent=2) + "\n"
+        (tmp / CONFIG_FILE).write_text(text, encoding="utf-8")
+    return target
+
+
+def encoder_from_config(enc_config: Wav2Vec2Config) -> Wav2Vec2Model:
+    """The encoder ``enc_config`` describes (any family; a saved translator's), with the
+    bottleneck adapters it records, its weights still to be loaded (works on ``meta``)."""
+    family = family_of_model_type(getattr(enc_config, "model_type", None))
+    if isinstance(enc_config, Wav2Vec2Config):  # (also the -A export's SamuWav2Vec2Config)
+        family = family_of_model_type("wav2vec2")
+    if family is None:
+        raise ModelLoadError(f"unknown encoder model_type {enc_config.model_type!r}")
+    if family.name == "wav2vec2":
+        enc_config.add_adapter = False
+        encoder: nn.Module = Wav2Vec2Model(enc_config)
+    else:
+        encoder = family.model_class(enc_config)
+    spec = getattr(enc_config, CONFIG_KEY, None)
+    if spec:
+        add_bottleneck_adapters(encoder, spec["ratio"], spec["activation"], spec["layer_norm"])
+    if family.name != "wav2vec2":
+        from samu_st.models.family_model import FamilySpeechModel
+
+        encoder = FamilySpeechModel(cast(PreTrainedModel, encoder))
+    return cast(Wav2Vec2Model, encoder)
 
 
 def load_translator(folder: str | Path, device: str | torch.device = "cpu") -> LoadedTranslator:
@@ -349,12 +366,7 @@ def load_translator(folder: str | Path, device: str | torch.device = "cpu") -> L
             raise ModelLoadError(f"{path}: no {name}; not a folder written by save_translator")
     cfg = from_dict(TranslatorConfig, json.loads((path / CONFIG_FILE).read_text("utf-8")))
     config = SpeechEncoderDecoderConfig.from_pretrained(str(path), local_files_only=True)
-    enc_config = cast(Wav2Vec2Config, copy.deepcopy(config.encoder))
-    enc_config.add_adapter = False
-    encoder = Wav2Vec2Model(enc_config)
-    spec = getattr(enc_config, CONFIG_KEY, None)
-    if spec:
-        add_bottleneck_adapters(encoder, spec["ratio"], spec["activation"], spec["layer_norm"])
+    encoder = encoder_from_config(cast(Wav2Vec2Config, copy.deepcopy(config.encoder)))
     attach_length_adaptor(encoder, cfg.length_adaptor_layers)
     decoder = MBartForCausalLM(cast(MBartConfig, config.decoder))
     with safe_open(str(path / WEIGHTS_FILE), "pt") as weights:  # older folders have no rows
@@ -375,14 +387,3 @@ def load_translator(folder: str | Path, device: str | torch.device = "cpu") -> L
     set_trainable(model, cfg)
     cast(nn.Module, model).to(torch.device(device))
     return LoadedTranslator(model, tokenizer, cfg)
-
-
-def replace_folder(tmp: Path, target: Path) -> Path:
-    """Put the finished folder ``tmp`` at ``target`` (an old ``target`` is moved aside first and
-    deleted after), so a reader never sees a half-written folder."""
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from samu_st.atomic import atomic_folder
 from samu_st.data.dataset import SpeechDataset
 from samu_st.errors import ConfigError, ModelLoadError
 from samu_st.models.encoder import EncoderConfig
@@ -230,8 +231,14 @@ def _export(
     teacher: dict[str, Any],
 ) -> Path:  # fmt: skip
     """Save the SAMU model and ``metrics.json`` (final dev numbers, every validation, the
-    resolved teacher)."""
-    model.samu.cpu().save(folder)
+    resolved teacher), atomically."""
+    with atomic_folder(folder, point="distill.final") as tmp:
+        model.samu.cpu().save(tmp)
+        (tmp / METRICS_FILE).write_text(_metrics_json(result, cfg, teacher), encoding="utf-8")
+    return folder
+
+
+def _metrics_json(result: TrainResult, cfg: DistillConfig, teacher: dict[str, Any]) -> str:
     # The run's log, not just this call's result: a resumed run keeps earlier validations.
     log_file = Path(cfg.out_dir) / JSONL
     records = read_jsonl(log_file) if log_file.is_file() else []
@@ -244,9 +251,7 @@ def _export(
     metrics["teacher_text_field"] = cfg.teacher.text_field
     metrics["teacher"] = teacher  # the resolved vector: pooling, dense, normalize, ...
     metrics["validations"] = validations
-    text = json.dumps(metrics, indent=2) + "\n"
-    (folder / METRICS_FILE).write_text(text, encoding="utf-8")
-    return folder
+    return json.dumps(metrics, indent=2) + "\n"
 
 
 def run_distill(cfg: DistillConfig, resume: bool = False) -> Path:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from transformers import Wav2Vec2ForPreTraining
 
+from samu_st.atomic import atomic_folder
 from samu_st.data.collate import collate_audio
 from samu_st.errors import ConfigError
 from samu_st.models.ctc import default_feature_extractor
@@ -65,6 +67,13 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if self.encoder.mode != "full":
             raise ConfigError(f"pretrain.encoder.mode: must be full, got {self.encoder.mode!r}")
+        if self.encoder.family != "wav2vec2":
+            raise ConfigError(
+                f"pretrain.encoder.family: step 1 is wav2vec2's contrastive pretraining "
+                f"(Wav2Vec2ForPreTraining); a {self.encoder.family} encoder cannot be pretrained "
+                "here. Start step 2 (distill) from a pretrained checkpoint of that family "
+                "(distill.encoder.pretrained) instead"
+            )
         for name in ("num_negatives", "codevectors_per_group"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -91,7 +100,7 @@ def build_pretraining_model(
             cfg.pretrained,
             cfg,
             allow_missing=lambda key: key.startswith(_HEADS),
-            **extra,
+            **cast(dict[str, Any], extra),
         )
     if getattr(model.wav2vec2, "masked_spec_embed", None) is None:
         raise ConfigError(
@@ -106,10 +115,11 @@ def build_pretraining_model(
 
 
 def export_encoder(model: Wav2Vec2ForPreTraining, folder: Path) -> Path:
-    """Save ``model.wav2vec2`` as a ``Wav2Vec2Model`` folder (+ the XLS-R feature extractor)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model.wav2vec2.save_pretrained(folder)
-    default_feature_extractor().save_pretrained(folder)
+    """Save ``model.wav2vec2`` as a ``Wav2Vec2Model`` folder (+ the XLS-R feature extractor),
+    atomically."""
+    with atomic_folder(folder, point="pretrain.final") as tmp:
+        model.wav2vec2.save_pretrained(tmp)
+        default_feature_extractor().save_pretrained(tmp)
     return folder
 
 

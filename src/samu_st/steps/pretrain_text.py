@@ -21,6 +21,7 @@ from typing import Any, Literal
 from torch.utils.data import DataLoader
 from transformers import MBartForConditionalGeneration
 
+from samu_st.atomic import atomic_folder
 from samu_st.data.manifest import LANGUAGE_CODE_RE, read_manifest
 from samu_st.data.sampler import DurationBatchSampler
 from samu_st.errors import ConfigError, DataError
@@ -137,16 +138,17 @@ def load_or_train_tokenizer(cfg: PretrainTextConfig, examples: Examples) -> Targ
         return TargetTokenizer.load(cfg.tokenizer or str(cfg.init))
     folder = Path(cfg.out_dir) / TOKENIZER_DIR
 
-    def train() -> None:
+    def train(tmp: Path) -> None:
         texts = list(dict.fromkeys([*examples[1], *examples[0]]))
         tokenizer = train_target_tokenizer(texts, cfg.vocab_size)
-        tokenizer.save(folder)
+        tokenizer.save(tmp)
         log.info(
             "trained a %d-token tokenizer on %d texts -> %s", len(tokenizer), len(texts), folder
         )
 
     # a resumed run keeps its vocabulary; every process loads the files the main one wrote
-    return TargetTokenizer.load(made_once_on_main(folder, train))
+    made = made_once_on_main(folder, train, point="pretrain_text.tokenizer")
+    return TargetTokenizer.load(made)
 
 
 def build_model(cfg: PretrainTextConfig, vocab_size: int) -> MBartForConditionalGeneration:
@@ -202,8 +204,9 @@ def run_pretrain_text(cfg: PretrainTextConfig, resume: bool = False) -> Path:
     folder = final_dir(cfg.out_dir)
 
     def export() -> Path:
-        model.cpu().save_pretrained(folder)
-        tokenizer.save(folder)
+        with atomic_folder(folder, point="pretrain_text.final") as tmp:
+            model.cpu().save_pretrained(tmp)
+            tokenizer.save(tmp)
         return folder
 
     on_main(export)

@@ -4,7 +4,6 @@ seeding before a model is built, and running the export on the main process only
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 from accelerate import PartialState
 from torch.utils.data import DataLoader
 
+from samu_st.atomic import atomic_folder
 from samu_st.data.dataset import SpeechDataset
 from samu_st.data.sampler import DurationBatchSampler
 from samu_st.steps.data import DataConfig, build_sampler, load_dataset, resolve_batching
@@ -79,23 +79,25 @@ def on_main(fn: Callable[[], T]) -> T | None:
     return result
 
 
-def made_once_on_main(folder: Path, make: Callable[[], None], reuse: bool = True) -> Path:
+def made_once_on_main(
+    folder: Path, make: Callable[[Path], None], reuse: bool = True, *, point: str
+) -> Path:
     """``folder`` as every process will read it: the main process alone decides whether to
-    (re)make it (``reuse`` and already there: keep it) and runs ``make``; then all wait.
+    (re)make it (``reuse`` and already there: keep it) and runs ``make(tmp)``, which fills a
+    temporary folder that then replaces ``folder`` (:func:`samu_st.atomic.atomic_folder`, write
+    point ``point``); then all wait.
 
     The decision must be the main process's: a rank testing ``folder`` itself can see the main
     process's fresh save, skip the barrier in :func:`on_main` and hang the job. A folder counts
-    as made only with its completion mark (written after ``make`` returned): one left half
-    written by a killed run is made again, never loaded."""
+    as made only with its completion mark (in it before the rename): a folder without one (left
+    by an older version killed mid-save) is made again, never loaded."""
 
     def once() -> None:
-        mark = folder / MADE_MARK
-        if reuse and mark.is_file():
+        if reuse and (folder / MADE_MARK).is_file():
             return
-        if folder.exists():
-            shutil.rmtree(folder)  # half written (killed mid-save), or not to be reused
-        make()
-        mark.write_text("complete\n", encoding="utf-8")
+        with atomic_folder(folder, point=point) as tmp:
+            make(tmp)
+            (tmp / MADE_MARK).write_text("complete\n", encoding="utf-8")
 
     on_main(once)
     return folder

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, cast
 
@@ -192,6 +192,8 @@ class CtcTask(TaskBase):
 
     tokenizer: the ``Wav2Vec2CTCTokenizer`` (its pad id is the blank).
     conv_kernel, conv_stride: the encoder's conv geometry (``model.config``), for output lengths.
+    frames: instead, a function from (B,) samples to (B,) output frames (the encoder families
+        whose front end is no conv stack, :mod:`samu_st.models.family_ctc`).
     """
 
     def __init__(
@@ -199,6 +201,8 @@ class CtcTask(TaskBase):
         tokenizer: Wav2Vec2CTCTokenizer,
         conv_kernel: Sequence[int],
         conv_stride: Sequence[int],
+        *,
+        frames: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token, which CTC uses as its blank")
@@ -208,12 +212,16 @@ class CtcTask(TaskBase):
         self._decode_tokenizer: CtcTokenizer = cast(CtcTokenizer, tokenizer)
         self.blank = int(tokenizer.pad_token_id)
         self.conv_kernel, self.conv_stride = tuple(conv_kernel), tuple(conv_stride)
+        self.frames = frames
 
     def forward(self, model: nn.Module, batch: CtcBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, T, V) and valid frames (B,) of a batch."""
         audio = batch.audio
         logits = model(audio.input_values, attention_mask=audio.attention_mask).logits
-        frames = output_frames(audio.lengths, self.conv_kernel, self.conv_stride)
+        if self.frames is not None:
+            frames = self.frames(audio.lengths)
+        else:
+            frames = output_frames(audio.lengths, self.conv_kernel, self.conv_stride)
         return logits, frames.clamp(max=logits.shape[1])
 
     def _loss(self, logits: torch.Tensor, frames: torch.Tensor, batch: CtcBatch) -> torch.Tensor:

@@ -147,7 +147,10 @@ class STModel(nn.Module):
             self.ctc_head = nn.Linear(int(encoder.config.hidden_size), ctc_classes)
             # The transformer stack's output is the state after the adapters and before the
             # length adaptor; a hook reads it without copying any modeling code.
-            encoder.encoder.register_forward_hook(self._keep_states)
+            # (the wrapped families expose that state as `states_out`)
+            stack = getattr(encoder, "states_out", None)
+            target = stack if isinstance(stack, nn.Module) else encoder.encoder
+            target.register_forward_hook(self._keep_states)
 
     @property
     def speech_encoder(self) -> Wav2Vec2Model:
@@ -155,7 +158,7 @@ class STModel(nn.Module):
 
     def _keep_states(self, module: nn.Module, args: Any, output: Any) -> None:
         if self._capture:
-            self._states = output[0]
+            self._states = output if isinstance(output, torch.Tensor) else output[0]
 
     def forward(
         self,

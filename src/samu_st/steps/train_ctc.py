@@ -27,12 +27,13 @@ import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch.utils.data import DataLoader
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
 
+from samu_st.atomic import atomic_folder, write_text_atomic
 from samu_st.config import to_dict
 from samu_st.data.dataset import SpeechDataset
 from samu_st.data.importers import ImportOptions, import_commonvoice, import_hf_disk
@@ -43,7 +44,7 @@ from samu_st.decoding.ngram import write_arpa
 from samu_st.errors import ConfigError
 from samu_st.metrics import cer, wer
 from samu_st.models.ctc import build_ctc_model, ctc_encoder, save_ctc_model
-from samu_st.models.encoder import EncoderConfig
+from samu_st.models.encoder import EncoderConfig, save_encoder
 from samu_st.steps.data import DataConfig, build_sampler, load_dataset
 from samu_st.steps.speech_data import batched, seed_model_init
 from samu_st.steps.tasks_ctc import (
@@ -168,7 +169,7 @@ def import_sources(cfg: TrainCtcConfig) -> tuple[str, ...]:
                 options=ImportOptions(progress=False),
             )
             log.info("%s", report.summary())
-        marker.write_text(spec, encoding="utf-8")
+        write_text_atomic(marker, spec, point="ctc.import_marker")
         folders.append(str(out))
     return tuple(folders)
 
@@ -284,7 +285,7 @@ def export_ctc(
     """Save the model + processor, ``samu_ctc.json`` and, optionally, ``encoder/``."""
     save_ctc_model(model, folder, tokenizer)
     if export_encoder:
-        ctc_encoder(model).save_pretrained(folder / ENCODER)
+        save_encoder(ctc_encoder(model), folder / ENCODER)
     text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
     (folder / CTC_META).write_text(text, encoding="utf-8")
     return folder
@@ -359,11 +360,19 @@ def run_train_ctc(cfg: TrainCtcConfig, resume: bool = False) -> Path:
     model = build_ctc_model(
         cfg.encoder, tokenizer.vocab_size, int(tokenizer.pad_token_id), cfg.final_dropout
     )
-    kernel, stride = model.config.conv_kernel, model.config.conv_stride
-    task = CtcTask(tokenizer, kernel, stride)
+    if cfg.encoder.family == "wav2vec2":
+        kernel, stride = model.config.conv_kernel, model.config.conv_stride
+        task = CtcTask(tokenizer, kernel, stride)
 
-    def frames_of(samples: torch.Tensor) -> torch.Tensor:
-        return output_frames(samples, kernel, stride)
+        def frames_of(samples: torch.Tensor) -> torch.Tensor:
+            return output_frames(samples, kernel, stride)
+    else:  # fbank / log-mel front ends: the wrapped model knows its frame count
+
+        def frames_of(samples: torch.Tensor) -> torch.Tensor:
+            lengths = cast(torch.LongTensor, samples)
+            return model._get_feat_extract_output_lengths(lengths).to(torch.long)
+
+        task = CtcTask(tokenizer, (), (), frames=frames_of)
 
     splits: dict[str, tuple[DataConfig, CtcSplit]] = {}
     for name, pair in loaded.items():
@@ -371,7 +380,8 @@ def run_train_ctc(cfg: TrainCtcConfig, resume: bool = False) -> Path:
         assert data is not None
         splits[name] = (data, prepare_split(data, pair, tokenizer, frames_of, name))
     reports = {name: s.report.to_dict() for name, (_, s) in splits.items()}
-    (out / "label_filter.json").write_text(json.dumps(reports, indent=2, ensure_ascii=False))
+    text = json.dumps(reports, indent=2, ensure_ascii=False)
+    write_text_atomic(out / "label_filter.json", text, point="ctc.label_filter")
     train_data, train_split = splits["train"]
     rank, world = process_rank_and_count(cfg.train)
     sampler = build_sampler(train_data, train_split.dataset, rank=rank, world_size=world)
@@ -399,8 +409,8 @@ def _finish(
     lm_path: Path | None = None
     if cfg.lm.order > 0:
         text = out / "lm" / "train_text.txt"
-        text.parent.mkdir(parents=True, exist_ok=True)
-        text.write_text("\n".join(splits["train"][1].texts) + "\n", encoding="utf-8")
+        lines = "\n".join(splits["train"][1].texts) + "\n"
+        write_text_atomic(text, lines, point="ctc.lm_text")
         lm_path = write_arpa(text, out / "lm" / LM_FILE, cfg.lm.order)
     meta = {
         "normalizer": cfg.normalizer,
@@ -409,16 +419,17 @@ def _finish(
         "lm_options": to_dict(cfg.lm.options) if lm_path is not None else None,
     }
     model = model.eval()
-    export_ctc(model, tokenizer, final, meta, cfg.export_encoder)
-    if lm_path is not None:
-        (final / LM_FILE).write_bytes(lm_path.read_bytes())
+    with atomic_folder(final, point="ctc.final") as tmp:
+        export_ctc(model, tokenizer, tmp, meta, cfg.export_encoder)
+        if lm_path is not None:
+            (tmp / LM_FILE).write_bytes(lm_path.read_bytes())
     if "test" in splits:
         lm = None
         if lm_path is not None:
             lm = CtcLmDecoder(task._decode_tokenizer, lm_path, tokenizer.vocab_size, cfg.lm.options)
         evaluation = evaluate_ctc(model, task, _loader(*splits["test"]), lm)
         report = json.dumps(evaluation, indent=2, ensure_ascii=False) + "\n"
-        (out / "evaluation.json").write_text(report, encoding="utf-8")
+        write_text_atomic(out / "evaluation.json", report, point="ctc.evaluation")
         log.info("test WER greedy %.4f%s", evaluation["greedy"]["wer"],
                  f", LM {evaluation['lm']['wer']:.4f}" if lm is not None else "")  # fmt: skip
     return final

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from samu_st.atomic import write_text_atomic
 from samu_st.data.dataset import SpeechDataset
 from samu_st.errors import SamuError
 from samu_st.models.tokenizer import TargetTokenizer, train_target_tokenizer
@@ -104,10 +105,11 @@ def target_tokenizer(
     saved = out_dir / TOKENIZER
 
     # One tokenizer for every rank, the checkpoints and the export; a resumed run keeps it.
-    def train() -> None:
-        train_target_tokenizer(texts, cfg.tokenizer_vocab_size).save(saved)
+    def train(tmp: Path) -> None:
+        train_target_tokenizer(texts, cfg.tokenizer_vocab_size).save(tmp)
 
-    return TargetTokenizer.load(made_once_on_main(saved, train, reuse=resume))
+    made = made_once_on_main(saved, train, reuse=resume, point="train_st.tokenizer")
+    return TargetTokenizer.load(made)
 
 
 def build_st_model(cfg: TrainSTConfig, tokenizer: TargetTokenizer, ctc_classes: int = 0) -> STModel:
@@ -156,7 +158,8 @@ def export(
     """Save the translator (the CTC head is dropped) and its training hours per language."""
     path = save_translator(folder, model.translator, tokenizer, cfg.model)
     meta = {"train_hours": hours, "manifests": [str(p) for p in manifest_files(cfg.data)]}
-    (path / TRAIN_HOURS).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(meta, indent=2) + "\n"
+    write_text_atomic(path / TRAIN_HOURS, text, point="train_st.train_hours")
     return path
 
 

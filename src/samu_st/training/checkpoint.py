@@ -35,6 +35,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from samu_st.atomic import fault_point
 from samu_st.errors import ModelLoadError, SamuError
 
 log = logging.getLogger(__name__)
@@ -294,8 +295,10 @@ class CheckpointManager:
             stale = final.with_name(f".tmp-stale-{final.name}")
             os.rename(final, stale)
             shutil.rmtree(stale, ignore_errors=True)
+        fault_point("checkpoint")
         os.rename(tmp, final)
         _fsync_path(self.root)
+        fault_point("checkpoint", "after")
 
     def _after_commit(self, final: Path) -> None:
         """Pointer and pruning: failures here lose nothing, so they only warn."""

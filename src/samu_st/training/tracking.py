@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from samu_st.atomic import write_text_atomic
 from samu_st.config import save_config
 
 log = logging.getLogger(__name__)
@@ -85,9 +85,8 @@ def trim_jsonl(path: Path, max_step: int) -> None:
             continue  # a line cut by a crash
         if isinstance(record, dict) and record.get("step", 0) <= max_step:
             kept.append(line)
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    text = "".join(f"{line}\n" for line in kept)
+    write_text_atomic(path, text, point="train_log.trim")
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

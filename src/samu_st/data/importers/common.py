@@ -11,7 +11,6 @@ in the :class:`ImportReport` under a :class:`SkipReason` with a ``file:line`` ex
 from __future__ import annotations
 
 import io
-import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from samu_st.atomic import atomic_write
 from samu_st.audio import audio_info, is_silent, load_audio
 from samu_st.data.importers.report_file import MAX_EXAMPLES, write_report
 from samu_st.data.manifest import LANGUAGE_CODE_RE, MAX_TEXT_CHARS, Utterance, write_manifest
@@ -254,10 +254,12 @@ def write_embedded_audio(dest: Path, data: Embedded) -> None:
         samples, sample_rate = np.asarray(data[0], dtype=np.float32), int(data[1])
     if samples.size == 0:
         raise ValueError("embedded audio has no samples")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    sf.write(tmp, np.clip(samples, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
-    os.replace(tmp, dest)
+    clipped = np.clip(samples, -1.0, 1.0)
+
+    def write(tmp: Path) -> None:
+        sf.write(tmp, clipped, sample_rate, format="FLAC", subtype="PCM_16")
+
+    atomic_write(dest, write, point="import.audio")
 
 
 def probe_audio(c: Candidate, options: ImportOptions) -> Probe:

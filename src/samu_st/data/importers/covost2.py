@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from samu_st.atomic import atomic_write
 from samu_st.data.importers.common import (
     Candidate,
     ImportOptions,
@@ -126,8 +127,8 @@ def _unpack(archive: Path, dest_dir: Path) -> Path:
             fh = tar.extractfile(member) if member is not None and member.isfile() else None
             if fh is None:
                 raise DataError(archive, f"archive has no file {name}")
-            dest_dir.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(fh.read())
+            data = fh.read()
+            atomic_write(dest, lambda tmp: tmp.write_bytes(data), point="covost2.tsv")
     except (tarfile.TarError, OSError, EOFError) as err:
         raise DataError(archive, f"cannot read archive ({err})") from None
     return dest
