@@ -70,6 +70,39 @@ def test_atomic_folder_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
     assert [p.name for p in target.iterdir()] == ["c"]
 
 
+def test_a_folder_killed_between_its_two_renames_is_put_back(tmp_path: Path) -> None:
+    target = tmp_path / "final"
+    with atomic_folder(target, point="t") as tmp:
+        (tmp / "a").write_text("1")
+    code = (
+        "from samu_st.atomic import atomic_folder\n"
+        f"with atomic_folder({str(target)!r}, point='mine') as tmp:\n"
+        "    (tmp / 'b').write_text('2')\n"
+    )
+    proc = _run_python(code, **{FAULT_AT: "mine@between"})
+    assert proc.returncode == KILLED, proc.stderr
+    assert not target.exists()  # the old version moved aside, the new one not yet in place
+    with atomic_folder(target, point="t") as tmp:  # the rerun first puts the old one back
+        assert [p.name for p in target.iterdir()] == ["a"]
+        (tmp / "c").write_text("3")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+    assert [p.name for p in target.iterdir()] == ["c"]
+
+
+def test_a_killed_file_write_leaves_nothing_that_counts(tmp_path: Path) -> None:
+    from samu_st.content_id import DigestCache, content_identity
+
+    folder = tmp_path / "manifests"
+    path = write_text_atomic(folder / "m.jsonl", "old", point="t")
+    before = content_identity(folder, DigestCache(None))
+    code = f"from samu_st.atomic import write_text_atomic as w\nw({str(path)!r}, 'new', point='m')"
+    assert _run_python(code, **{FAULT_AT: "m"}).returncode == KILLED
+    assert len(list(folder.iterdir())) == 2  # the killed writer's temporary file
+    assert content_identity(folder, DigestCache(None)) == before  # not part of the folder
+    write_text_atomic(path, "newer", point="t")  # the next writer removes it
+    assert [p.name for p in folder.iterdir()] == ["m.jsonl"] and path.read_text() == "newer"
+
+
 @pytest.mark.parametrize("phase", ["before", "after"])
 def test_fault_hook_kills_at_the_named_point(tmp_path: Path, phase: str) -> None:
     target, trace = tmp_path / "out.txt", tmp_path / "trace"

@@ -88,6 +88,28 @@ def test_padding_invariance(family: str, window: str) -> None:
             )
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_whisper_trim_masks_padding_under_either_attention(attention: str) -> None:
+    """trim's padding mask is additive, so eager attention (which adds the mask to the scores)
+    masks as SDPA does; the shortest clip it accepts survives Whisper's STFT padding."""
+    encoder = _encoder("whisper", whisper_input="trim").eval()
+    for module in encoder.modules():
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "_attn_implementation"):
+            config._attn_implementation = attention
+    shortest = encoder.model.min_input_samples
+    lengths = torch.tensor([16000, 4321, shortest])
+    wav = torch.randn(3, 16000) * (torch.arange(16000)[None, :] < lengths[:, None])
+    with torch.no_grad():
+        batch = encoder(wav, lengths)
+        for i, n in enumerate(lengths.tolist()):
+            alone = encoder(wav[i : i + 1, :n], lengths[i : i + 1])
+            frames = int(alone.lengths[0])
+            torch.testing.assert_close(
+                batch.hidden[i, :frames], alone.hidden[0], atol=2e-5, rtol=1e-4
+            )
+
+
 def test_whisper_windows_differ_and_transformers_insists_on_30_seconds() -> None:
     padded = _encoder("whisper", whisper_input="pad-30s").eval()
     trimmed = _encoder("whisper", whisper_input="trim").eval()

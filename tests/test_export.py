@@ -91,6 +91,15 @@ def test_export_loads_with_no_missing_keys_and_equal_logits(
         assert (out / name).is_file()
 
 
+def test_an_exported_adapter_model_exports_again(finals: dict[str, Path], tmp_path: Path) -> None:
+    """load_translator reads an -A export (its SamuWav2Vec2Config); export takes it too."""
+    first = export_translator(finals["adapters"], tmp_path / "hf")
+    again = export_translator(first, tmp_path / "hf2")
+    ours, theirs, info = _load_both(finals["adapters"], again)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    torch.testing.assert_close(theirs, ours)
+
+
 def test_adapter_export_is_refused_by_plain_transformers(
     finals: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -50,6 +50,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], *, point: st
     to ``path``; returns ``path``. A failed ``write`` leaves ``path`` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
@@ -92,29 +93,38 @@ def replace_folder(tmp: Path, target: Path, *, point: str = "folder") -> Path:
     fault_point(point)
     if target.exists():
         os.replace(target, old)
+        fault_point(point, "between")  # no target now: the rerun puts `old` back
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
     fault_point(point, "after")
     return target
 
 
+def _dead_leftovers(target: Path, kind: str) -> list[Path]:
+    """``.<name>.<kind>-<pid>`` beside ``target`` whose process is gone (a killed writer)."""
+    from samu_st.training.lock import pid_alive  # samu_st.training imports this module
+
+    found = []
+    for path in target.parent.glob(f".{target.name}.{kind}-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            found.append(path)
+    return found
+
+
 def _remove_leftovers(target: Path) -> None:
-    """Delete ``.<name>.tmp-<pid>`` / ``.<name>.old-<pid>`` beside ``target`` whose process is
-    gone (a killed writer); a live writer's are kept."""
+    """Delete the temporary files/folders (``.<name>.tmp-<pid>``) and moved-aside old versions
+    (``.<name>.old-<pid>``) of killed writers beside ``target``; a live writer's are kept. A
+    writer killed between the two renames of :func:`replace_folder` left no ``target`` but a
+    complete old version: that one is put back first."""
     if not target.parent.is_dir():
         return
+    if not target.exists():
+        for old in _dead_leftovers(target, "old")[:1]:
+            os.replace(old, target)
     for kind in ("tmp", "old"):
-        for path in target.parent.glob(f".{target.name}.{kind}-*"):
-            pid = path.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        for path in _dead_leftovers(target, kind):
+            if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+            else:
+                path.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -65,9 +66,17 @@ class DigestCache:
         self._dirty = False
 
 
+# A writer's temporary or moved-aside copy (samu_st.atomic), not part of what the folder holds.
+_SCRATCH = re.compile(r"^\..+\.(tmp|old)-\d+$")
+
+
 def _files(folder: Path) -> list[Path]:
     return sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() not in SKIPPED_SUFFIXES and p.is_file()
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() not in SKIPPED_SUFFIXES
+        and p.is_file()
+        and not any(_SCRATCH.match(part) for part in p.relative_to(folder).parts)
     )
 
 

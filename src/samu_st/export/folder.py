@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import GenerationConfig, SpeechEncoderDecoderModel
+from transformers import GenerationConfig, SpeechEncoderDecoderModel, Wav2Vec2Config
 
 from samu_st.atomic import atomic_folder
 from samu_st.decoding.translate import max_new_tokens_for
@@ -104,7 +104,7 @@ def _config_json(model: SpeechEncoderDecoderModel, prefixes: dict[str, list[int]
 def _write(tmp: Path, model_dir: Path, opts: ExportOptions) -> str:
     model, tokenizer, _ = load_translator(model_dir)
     encoder_type = getattr(model.config.encoder, "model_type", None)
-    if encoder_type != "wav2vec2":
+    if not isinstance(model.config.encoder, Wav2Vec2Config):  # also an -A export's subclass
         # The -A folder format re-registers Wav2Vec2Model + adapters with transformers; the
         # other families (features computed inside samu-st's wrapper) have no such format yet.
         raise SamuError(

@@ -116,7 +116,9 @@ class FamilySpeechModel(PreTrainedModel):
         if self.family.inputs == "fbank":
             return 400 + 160  # two 25-ms fbank frames make one stacked frame
         if self.family.inputs == "log-mel":
-            return 160
+            # trim: each clip reaches the extractor unpadded, and its STFT reflect-pads by
+            # n_fft // 2 = 200 samples, which needs more samples than that
+            return 201
         samples = 1
         config: Any = self.config
         for kernel, stride in zip(
@@ -268,7 +270,11 @@ class FamilySpeechModel(PreTrainedModel):
         x = x + encoder.embed_positions.weight[:steps]
         x = nn.functional.dropout(x, p=encoder.dropout, training=self.training)
         frame_mask = torch.arange(steps, device=x.device)[None, :] < frames[:, None]
-        attention = frame_mask[:, None, None, :]  # (B, 1, 1, T) True = attend
+        # (B, 1, 1, T) additive mask: 0 = attend, dtype minimum = padded (right for both SDPA
+        # and eager attention, which adds the mask to the scores)
+        attention = torch.zeros(frame_mask.shape, dtype=x.dtype, device=x.device).masked_fill(
+            ~frame_mask, torch.finfo(x.dtype).min
+        )[:, None, None, :]
         states: list[torch.Tensor] = [x]
         for layer in encoder.layers:
             if not (self.training and encoder.layerdrop > 0 and torch.rand([]) < encoder.layerdrop):
