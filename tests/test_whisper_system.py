@@ -9,7 +9,6 @@ import json
 import logging
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +43,7 @@ from test_pipeline import tiny_steps, write_tiny_grid
 ESPEAK = shutil.which("espeak-ng") is not None
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")  # conftest.py
 
 
 @pytest.fixture(scope="module")

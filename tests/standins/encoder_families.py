@@ -30,6 +30,8 @@ from transformers import (
     WhisperForConditionalGeneration,
 )
 
+from standins.xlsr import TINY_SIZES as XLSR_TINY_SIZES
+
 _CONV: dict[str, Any] = {
     "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
     "conv_stride": [5, 2, 2, 2, 2, 2, 2],
@@ -148,15 +150,8 @@ WHISPER_LARGE_V2_FIELDS: dict[str, Any] = {
     "vocab_size": 51865,
 }
 
-_TINY_WAVEFORM: dict[str, Any] = {
-    "conv_dim": [16] * 7,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 64,
-    "num_conv_pos_embeddings": 16,
-    "num_conv_pos_embedding_groups": 16,
-}
+# the XLS-R stand-in's transformer and conv sizes (HuBERT/WavLM share wav2vec2's layout)
+_TINY_WAVEFORM: dict[str, Any] = {k: v for k, v in XLSR_TINY_SIZES.items() if "codevector" not in k}
 _TINY_W2V_BERT: dict[str, Any] = {
     "hidden_size": 32,
     "num_hidden_layers": 2,
