@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ from benchmarks.common import (
     AutocastProbe,
     PeakMemory,
     Record,
-    best_of_rounds,
     fresh_accelerate_state,
     ratio,
 )
@@ -42,7 +40,7 @@ from benchmarks.loops import (
     timed_window,
 )
 from benchmarks.padding import matched_batch_size
-from benchmarks.side import run_side
+from benchmarks.side import interleaved_sides
 from benchmarks.st_train import PaddingCollator, counts
 from samu_st.audio import SAMPLE_RATE, load_audio
 from samu_st.models.ctc import build_ctc_model, default_feature_extractor
@@ -179,28 +177,12 @@ def run(ctx: Context) -> Record:
     corpus = ctx.corpus()
     durations = [u.duration for u in read_split(corpus, "train")]
     batch_size = matched_batch_size(durations, sz.ctc_max_duration)
-    runs = ctx.work / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
     common = {"corpus": str(corpus), "sizes": vars(sz)}
-    rounds = []
-    for _ in range(ROUNDS if ctx.isolate else 1):  # sides take turns; the best round counts
-        with tempfile.TemporaryDirectory(dir=runs) as tmp:
-            mine = run_side("ctc_train:ours", {**common, "out_dir": f"{tmp}/ours"}, ctx.isolate)
-            refs = [
-                run_side(
-                    "ctc_train:reference",
-                    {
-                        **common,
-                        "out_dir": f"{tmp}/ref-{bf16}",
-                        "batch_size": batch_size,
-                        "bf16": bf16,
-                    },
-                    ctx.isolate,
-                )
-                for bf16 in (True, False)
-            ]
-        rounds.append([mine, *refs])
-    mine, theirs, notebook = best_of_rounds(rounds, "audio_sec_per_sec")
+    reference = {**common, "batch_size": batch_size}
+    sides = [("ctc_train:ours", common)] + [
+        ("ctc_train:reference", {**reference, "bf16": bf16}) for bf16 in (True, False)
+    ]
+    mine, theirs, notebook = interleaved_sides(sides, ctx.work, ctx.isolate, ROUNDS)
     memory = "cuda_max_allocated_mb" if mine.get("cuda_max_allocated_mb") else "peak_rss_mb"
     rec.setup = {
         "data": "mini-CoVoST train split (source transcripts, generic normaliser)",

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import process_peak_rss_mb
+from benchmarks.common import best_of_rounds, process_peak_rss_mb
 
 PREFIX = "BENCH-SIDE-RESULT "
 THREADS_ENV = "SAMU_BENCH_THREADS"
@@ -66,3 +66,27 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))
+
+
+def interleaved_sides(
+    sides: list[tuple[str, dict[str, Any]]],
+    work: Path,
+    isolate: bool,
+    rounds: int,
+    key: str = "audio_sec_per_sec",
+) -> list[dict[str, Any]]:
+    """Run ``sides`` (``(target, kwargs)``, each given a fresh ``out_dir``) in turn, ``rounds``
+    times when isolated (once otherwise), so a load change on a shared machine hits every
+    side; per side, its best round by ``key`` (every round's value listed)."""
+    import tempfile
+
+    runs = work / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    results = []
+    for _ in range(rounds if isolate else 1):
+        with tempfile.TemporaryDirectory(dir=runs) as tmp:
+            results.append([
+                run_side(target, {**kwargs, "out_dir": f"{tmp}/side{i}"}, isolate)
+                for i, (target, kwargs) in enumerate(sides)
+            ])  # fmt: skip
+    return best_of_rounds(results, key)

@@ -44,7 +44,6 @@ from benchmarks.common import (
     AutocastProbe,
     PeakMemory,
     Record,
-    best_of_rounds,
     fresh_accelerate_state,
     ratio,
 )
@@ -57,7 +56,7 @@ from benchmarks.loops import (
     timed_window,
 )
 from benchmarks.padding import matched_batch_size
-from benchmarks.side import run_side
+from benchmarks.side import interleaved_sides
 from samu_st.audio import SAMPLE_RATE, load_audio
 from samu_st.losses import IGNORE_INDEX
 from samu_st.models.adapters import add_bottleneck_adapters, bottleneck_adapters
@@ -270,29 +269,11 @@ TARGET_SAME_PRECISION = 1.5  # the issue: same-precision, same-work training >= 
 def _sides(ctx: Context, common: dict[str, Any], batch_size: int) -> list[dict[str, Any]]:
     """Ours, the same-work reference, the notebook reference; each in its own process, in
     ``ROUNDS`` interleaved rounds (one with ``--quick``); each side's best round."""
-    import tempfile
-
-    runs = ctx.work / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    rounds = []
-    for k in range(ROUNDS if ctx.isolate else 1):  # sides take turns; the best round counts
-        with tempfile.TemporaryDirectory(dir=runs) as tmp:
-            mine = run_side("st_train:ours", {**common, "out_dir": f"{tmp}/ours{k}"}, ctx.isolate)
-            theirs = [
-                run_side(
-                    "st_train:reference",
-                    {
-                        **common,
-                        "out_dir": f"{tmp}/reference-{same}{k}",
-                        "batch_size": batch_size,
-                        "same_work": same,
-                    },
-                    ctx.isolate,
-                )
-                for same in (True, False)
-            ]
-        rounds.append([mine, *theirs])
-    return best_of_rounds(rounds, "audio_sec_per_sec")
+    reference = {**common, "batch_size": batch_size}
+    sides = [("st_train:ours", common)] + [
+        ("st_train:reference", {**reference, "same_work": same}) for same in (True, False)
+    ]
+    return interleaved_sides(sides, ctx.work, ctx.isolate, ROUNDS)
 
 
 def run(ctx: Context) -> Record:
