@@ -41,6 +41,10 @@ class DataConfig:
     speed_factors: tuple[float, ...] = (1.0,)  # speed perturbation (paper step 2: 0.9 1.0 1.1)
     language_temperature: float = 0.0  # >0: sample languages with p ∝ share^(1/T); 0 = natural
     cache_mb: int = 0  # in-memory cache of decoded audio (MB); pays off on small corpora
+    # In-memory cache of the FROZEN conv front end's outputs per clip (MB; 0 = none), used in
+    # training by train-st and distill (samu_st.models.front_end_cache): each epoch after the
+    # first skips the conv stack. Ignored where the front end trains or uses GroupNorm.
+    front_end_cache_mb: int = 0
     seed: int = 1  # shuffling and perturbation seed
 
     def __post_init__(self) -> None:

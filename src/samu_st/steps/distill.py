@@ -29,6 +29,7 @@ from samu_st.atomic import atomic_folder
 from samu_st.data.dataset import SpeechDataset
 from samu_st.errors import ConfigError, ModelLoadError
 from samu_st.models.encoder import EncoderConfig
+from samu_st.models.front_end_cache import describe, make_front_end_cache
 from samu_st.models.packaged_teachers import packaged_teacher, resolve_teacher_path
 from samu_st.models.samu import SamuModel
 from samu_st.models.teacher import TeacherPlan, TeacherPooling, TextTeacher, resolve_device
@@ -279,12 +280,14 @@ def run_distill(cfg: DistillConfig, resume: bool = False) -> Path:
         val_loader = eval_loader(cfg.dev, dev_set, dev_collate)
     seed_model_init(cfg.train)
     samu = SamuModel.from_config(cfg.encoder, out_dim=tables[0].embeddings.shape[1])
-    model = DistillModel(samu, len(vocab) if vocab else 0)
+    front_end = make_front_end_cache(cfg.data.front_end_cache_mb)
+    model = DistillModel(samu, len(vocab) if vocab else 0, front_end)
     val_candidates = tables[1].embeddings if dev_set is not None else None
     blank = vocab[PAD_TOKEN] if vocab else 0
     task = DistillTask(cfg.head_lr, cfg.aux_ctc_weight, blank, val_candidates)
     result = train(task, model, dataset, collate, sampler, train_cfg, cfg.out_dir, resume,
                    val_loader, run_config=cfg)  # fmt: skip
+    log.info("%s", describe(front_end))
     folder = final_dir(cfg.out_dir)
     on_main(lambda: _export(model, folder, result, cfg, tables[0].teacher))
     return folder

@@ -22,6 +22,7 @@ from torch import nn
 from samu_st.audio import SAMPLE_RATE
 from samu_st.data.collate import AudioBatch, collate_audio
 from samu_st.losses import cosine_distance_loss, ctc_loss
+from samu_st.models.front_end_cache import FrontEndCache, serve_front_end
 from samu_st.models.samu import SamuModel
 from samu_st.training.config import OptimConfig
 from samu_st.training.schedule import ParamGroup
@@ -42,9 +43,16 @@ class DistillModel(nn.Module):
     Only ``samu`` is exported; the CTC head is a training aid.
     """
 
-    def __init__(self, samu: SamuModel, ctc_vocab_size: int = 0) -> None:
+    def __init__(
+        self,
+        samu: SamuModel,
+        ctc_vocab_size: int = 0,
+        front_end_cache: FrontEndCache | None = None,
+    ) -> None:
         super().__init__()
         self.samu = samu
+        # outputs of the frozen conv stack per clip, served in training (never saved)
+        self.front_end_cache = front_end_cache
         self.ctc_head: nn.Linear | None = None
         if ctc_vocab_size > 0:
             self.ctc_head = nn.Linear(samu.encoder.hidden_size, ctc_vocab_size)
@@ -52,7 +60,8 @@ class DistillModel(nn.Module):
     def forward(self, input_values: torch.Tensor, lengths: torch.Tensor) -> DistillOutput:
         """(B, S) waveforms with (B,) sample lengths -> :class:`DistillOutput`."""
         samu = self.samu
-        encoded = samu.encoder(input_values, lengths)
+        with serve_front_end(self.front_end_cache, samu.encoder.model, input_values, lengths):
+            encoded = samu.encoder(input_values, lengths)
         embedding = samu.projection(samu.pooling(encoded.hidden, encoded.mask))
         logits = self.ctc_head(encoded.hidden) if self.ctc_head is not None else None
         return DistillOutput(embedding, logits, encoded.lengths)

@@ -35,6 +35,7 @@ from samu_st.data.collate import AudioBatch, collate_audio
 from samu_st.decoding.translate import generate_batch
 from samu_st.losses import ctc_loss, label_smoothed_nll_loss
 from samu_st.metrics import corpus_bleu
+from samu_st.models.front_end_cache import FrontEndCache, serve_front_end
 from samu_st.models.tokenizer import PrefixMode, TargetTokenizer, make_decoder_targets
 from samu_st.text import PAD_TOKEN, UNK_TOKEN, WORD_DELIMITER, Normalizer
 from samu_st.training.config import OptimConfig
@@ -136,9 +137,16 @@ class STModel(nn.Module):
         ctc_classes: size of the CTC character vocabulary; 0 = no CTC head.
     """
 
-    def __init__(self, translator: SpeechEncoderDecoderModel, ctc_classes: int = 0) -> None:
+    def __init__(
+        self,
+        translator: SpeechEncoderDecoderModel,
+        ctc_classes: int = 0,
+        front_end_cache: FrontEndCache | None = None,
+    ) -> None:
         super().__init__()
         self.translator = translator
+        # outputs of the frozen conv stack per clip, served in training (never saved)
+        self.front_end_cache = front_end_cache
         self.ctc_head: nn.Linear | None = None
         self._states: torch.Tensor | None = None
         self._capture = False  # only forward() keeps the states, generate() does not
@@ -170,14 +178,16 @@ class STModel(nn.Module):
         """``input_values`` (B, S) with ``attention_mask`` (B, S); decoder inputs (B, L) with
         their mask (B, L) → :class:`STOutput`."""
         self._states, self._capture = None, self.ctc_head is not None
+        samples = attention_mask.sum(-1).long()
         try:
-            out = self.translator(
-                inputs=input_values,
-                attention_mask=attention_mask,
-                decoder_input_ids=decoder_input_ids,
-                decoder_attention_mask=decoder_attention_mask.long(),
-                use_cache=False,
-            )
+            with serve_front_end(self.front_end_cache, self.speech_encoder, input_values, samples):
+                out = self.translator(
+                    inputs=input_values,
+                    attention_mask=attention_mask,
+                    decoder_input_ids=decoder_input_ids,
+                    decoder_attention_mask=decoder_attention_mask.long(),
+                    use_cache=False,
+                )
         finally:
             self._capture = False
         if self.ctc_head is None:
@@ -185,7 +195,6 @@ class STModel(nn.Module):
         states, self._states = self._states, None
         if states is None:
             raise RuntimeError("the encoder hook did not see the transformer output")
-        samples = attention_mask.sum(-1).long()
         frames = self.speech_encoder._get_feat_extract_output_lengths(
             cast(torch.LongTensor, samples), add_adapter=False
         )

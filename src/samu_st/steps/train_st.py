@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from samu_st.atomic import write_text_atomic
 from samu_st.data.dataset import SpeechDataset
 from samu_st.errors import SamuError
+from samu_st.models.front_end_cache import describe, make_front_end_cache
 from samu_st.models.tokenizer import TargetTokenizer, train_target_tokenizer
 from samu_st.models.translator import TranslatorConfig, build_translator, save_translator
 from samu_st.steps.data import DataConfig, manifest_files
@@ -116,7 +117,7 @@ def build_st_model(cfg: TrainSTConfig, tokenizer: TargetTokenizer, ctc_classes: 
     """The translator of ``cfg.model`` (+ CTC head), built after seeding torch."""
     seed_model_init(cfg.train)
     translator = build_translator(cfg.model, tokenizer)
-    return STModel(translator, ctc_classes)
+    return STModel(translator, ctc_classes, make_front_end_cache(cfg.data.front_end_cache_mb))
 
 
 def char_encoder(cfg: TrainSTConfig, dataset: SpeechDataset) -> CharEncoder:
@@ -202,6 +203,7 @@ def run_train_st_result(cfg: TrainSTConfig, resume: bool = False) -> tuple[Path,
     result = train(
         task, model, dataset, collator, sampler, train_cfg, out, resume, val_loader, run_config=cfg
     )
+    log.info("%s", describe(model.front_end_cache))
     final = final_dir(out)
     on_main(lambda: export(model, tokenizer, cfg, train_hours(dataset), final))
     log.info("translator saved to %s", final)

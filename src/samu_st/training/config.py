@@ -72,6 +72,12 @@ class TrainConfig:
     mixed_precision: Precision = "bf16"  # on GPU; on CPU fp32 unless cpu_bf16 is true
     cpu_bf16: bool = False  # with mixed_precision bf16: on CPU too (fast with AVX512-BF16/AMX)
     cpu: bool = False  # train on CPU even when a GPU is visible
+    # scaled_dot_product_attention in the training forward on CPU: "math" (PyTorch's plain
+    # kernel) or "default" (PyTorch's choice, its flash kernel). Measured 2026-12-05 (2-core
+    # AMD EPYC, one thread, bf16 autocast, padded batches of ~1.2 s clips, mini sizes): step-3
+    # update 0.21 s with "math" vs 0.26 s, step-2 update 0.38 s vs 0.44 s; the flash kernel's
+    # backward was 29 % of the step-3 update. GPUs always keep PyTorch's choice.
+    cpu_attention: Literal["math", "default"] = "math"
     log_every: int = 10  # updates between log records (JSON lines, tensorboard, progress bar)
     save_every: int = 500  # updates between checkpoints (one is always written at the end)
     keep_last: int = 2  # checkpoints kept on disk (older ones are deleted)

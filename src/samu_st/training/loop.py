@@ -17,6 +17,7 @@ boundaries and epochs may end in the middle of an update.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -35,9 +36,11 @@ from accelerate.utils import (
     set_seed,
 )
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import Dataset
 
 from samu_st.errors import ModelLoadError, SamuError
+from samu_st.threads import ThreadBudget
 from samu_st.training.checkpoint import (
     WEIGHTS,
     Checkpoint,
@@ -188,7 +191,7 @@ class _Trainer:
             padding = self.task.batch_padding(batch)
             batch = send_to_device(batch, self.acc.device)
             with self.acc.accumulate(self.model):
-                with self.acc.autocast():
+                with self.acc.autocast(), self._attention():
                     out = self.task.loss(self.model, batch)
                 # Always backward, even a non-finite loss: under DDP every process must join
                 # the gradient all-reduce; the update is then skipped everywhere.
@@ -200,6 +203,12 @@ class _Trainer:
             for key, v in out.metrics.items():
                 metrics[key] = metrics.get(key, 0.0) + v / self.cfg.grad_accum
         return sums, metrics
+
+    def _attention(self) -> Any:
+        """The SDPA backend of the training forward (``train.cpu_attention``)."""
+        if self.acc.device.type == "cpu" and self.cfg.cpu_attention == "math":
+            return sdpa_kernel(SDPBackend.MATH)
+        return contextlib.nullcontext()
 
     def _grad_norm(self) -> float | None:
         max_norm = self.cfg.optim.clip_norm if self.cfg.optim.clip_norm > 0 else math.inf
@@ -385,7 +394,9 @@ class _Trainer:
                            cfg.progress_bar, cfg.max_steps, resumed_from or 0)  # fmt: skip
         try:
             self.model.train()
+            threads = ThreadBudget.from_env()  # cores a finished parallel branch left
             while self.counters.step < cfg.max_steps:
+                threads.poll()
                 self.update(logger)
             final = self.finish(logger)
         finally:
