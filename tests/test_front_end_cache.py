@@ -167,7 +167,7 @@ def test_train_st_model_losses_match_with_and_without_the_cache() -> None:
             optim.zero_grad()
             loss.backward()
             optim.step()
-            seen.append(float(loss))
+            seen.append(float(loss.detach()))
         return seen, model.front_end_cache
 
     plain, none = losses(0)
