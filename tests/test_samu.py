@@ -116,3 +116,15 @@ def test_load_errors(tmp_path: Path) -> None:
     )
     with pytest.raises(ModelLoadError, match=r"projection\.weight has shape \(24, 32\)"):
         SamuModel.load(tmp_path)
+
+
+def test_load_refuses_an_encoder_of_another_family_than_recorded(tmp_path: Path) -> None:
+    SamuModel(SpeechEncoder(build_wav2vec2(TINY)), 16).save(tmp_path)
+    config = json.loads((tmp_path / "samu_config.json").read_text())
+    assert config["encoder_family"] == "wav2vec2"
+    (tmp_path / "samu_config.json").write_text(json.dumps({**config, "encoder_family": "wavlm"}))
+    with pytest.raises(ModelLoadError, match=r"wav2vec2 encoder but samu_config\.json says wavlm"):
+        SamuModel.load(tmp_path)
+    del config["encoder_family"]  # folders from before issue #18 load as before
+    (tmp_path / "samu_config.json").write_text(json.dumps(config))
+    assert SamuModel.load(tmp_path).encoder.family == "wav2vec2"

@@ -127,6 +127,12 @@ class SamuModel(nn.Module):
         encoder = SpeechEncoder(
             model, mode, train_feature_encoder=bool(config.get("train_feature_encoder", False))
         )
+        recorded = config.get("encoder_family")  # absent in folders written before issue #18
+        if recorded is not None and recorded != encoder.family:
+            raise ModelLoadError(
+                f"{folder / ENCODER_DIR}: a {encoder.family} encoder but {CONFIG_FILE} says "
+                f"{recorded}; the folder was assembled from two models"
+            )
         if encoder.hidden_size != config["hidden_size"]:
             raise ModelLoadError(
                 f"{folder / ENCODER_DIR}: encoder size {encoder.hidden_size} but "
