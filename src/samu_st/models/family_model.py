@@ -206,11 +206,13 @@ class FamilySpeechModel(PreTrainedModel):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """w2v-BERT features (B, T, 160) and frame mask (B, T), one clip at a time."""
         frames = self.frame_lengths(lengths)
-        out = input_values.new_zeros((len(frames), int(frames.max()), 160))
+        # filled on the CPU, where the extractor runs, then moved to the device in one copy
+        host = torch.zeros((len(frames), int(frames.max()), 160), dtype=input_values.dtype)
         for i, clip in enumerate(self._clips(input_values, lengths)):
             feats = self._extractor(clip, sampling_rate=SAMPLE_RATE, return_tensors="np")
             valid = int(frames[i])
-            out[i, :valid] = torch.from_numpy(feats["input_features"][0, :valid])
+            host[i, :valid] = torch.from_numpy(feats["input_features"][0, :valid])
+        out = host.to(input_values.device)
         mask = (
             torch.arange(out.shape[1], device=out.device)[None, :] < frames.to(out.device)[:, None]
         )
@@ -234,10 +236,10 @@ class FamilySpeechModel(PreTrainedModel):
             )
             mels.append(feats["input_features"][0])
         width = max(m.shape[-1] for m in mels)
-        out = input_values.new_zeros((len(mels), mels[0].shape[0], width))
+        host = torch.zeros((len(mels), mels[0].shape[0], width), dtype=input_values.dtype)
         for i, mel in enumerate(mels):
-            out[i, :, : mel.shape[-1]] = mel.to(out.device)
-        return out
+            host[i, :, : mel.shape[-1]] = mel
+        return host.to(input_values.device)  # one copy to the device, not one per clip
 
     def _whisper(
         self, input_values: torch.Tensor, lengths: torch.Tensor, want_states: bool
