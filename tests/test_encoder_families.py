@@ -301,6 +301,9 @@ def test_ctc_baseline(family: str, corpus: Path, standins: dict[str, Path], tmp_
     assert logits.shape[:2] == (2, int(frames.max())) and frames[1] < frames[0]
     encoder = load_encoder(final / "encoder", EncoderConfig(family=family))  # type: ignore[arg-type]
     assert not hasattr(encoder.config, "samu_ctc_model")
+    # a config's dropout overrides reach a loaded CTC folder of every family
+    tuned, _ = load_ctc_model(final, EncoderConfig(family=family, attention_dropout=0.37))  # type: ignore[arg-type]
+    assert tuned.encoder.config.attention_dropout == 0.37
     out = tmp_path / "eval"
     assert main(["evaluate", str(final), str(corpus), "--out", str(out),
                  "--max-utterances", "2"]) == 0  # fmt: skip

@@ -174,7 +174,7 @@ def load_ctc_model(
     from samu_st.models.family_ctc import is_family_ctc_folder, load_family_ctc
 
     if is_family_ctc_folder(folder):
-        model = cast(Wav2Vec2ForCTC, load_family_ctc(folder))
+        model = cast(Wav2Vec2ForCTC, load_family_ctc(folder, cfg))
     else:
         model = load_wav2vec2_model(Wav2Vec2ForCTC, str(folder), cfg)
     with hf_load_errors(folder, "CTC processor"):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -26,8 +26,12 @@ from transformers.modeling_outputs import CausalLMOutput
 from samu_st.errors import ModelLoadError
 from samu_st.models.adapters import CONFIG_KEY, add_bottleneck_adapters
 from samu_st.models.encoder_families import family_of_model_type
+from samu_st.models.encoder_presets import WAV2VEC2_OVERRIDES
 from samu_st.models.family_model import FamilySpeechModel
 from samu_st.models.loading import find_weights_file, load_into, require_pretrained_folder
+
+if TYPE_CHECKING:
+    from samu_st.models.encoder import EncoderConfig
 
 #: Config attribute that marks a samu-st CTC folder of a wrapped family.
 CTC_KEY = "samu_ctc_model"
@@ -85,15 +89,18 @@ class FamilyForCTC(PreTrainedModel):
         return self.encoder.frame_lengths(torch.as_tensor(input_lengths))
 
 
-def load_family_ctc(folder: str | Path) -> FamilyForCTC:
+def load_family_ctc(folder: str | Path, cfg: EncoderConfig | None = None) -> FamilyForCTC:
     """A :class:`FamilyForCTC` folder written by ``save_pretrained``: same weights, every tensor
-    checked (ModelLoadError naming the folder otherwise)."""
+    checked (ModelLoadError naming the folder otherwise). ``cfg``'s dropout / masking
+    overrides are applied to the encoder's config, as for a wav2vec2 CTC folder."""
     path = require_pretrained_folder(folder, "CTC model")
     config = _read_config(path)
     family = family_of_model_type(config.model_type)
     assert family is not None
     encoder_config = copy.deepcopy(config)
     delattr(encoder_config, CTC_KEY)
+    if cfg is not None:
+        family.apply_overrides(encoder_config, {n: getattr(cfg, n) for n in WAV2VEC2_OVERRIDES})
     inner = family.model_class(encoder_config)
     spec = getattr(config, CONFIG_KEY, None)
     if spec:
