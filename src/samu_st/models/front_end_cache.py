@@ -128,10 +128,8 @@ class FrontEndCache:
         frames = _conv_frames(net, lengths.to(torch.long))
         width = int(_conv_frames(net, torch.tensor([input_values.shape[1]]))[0])
         counts = [int(n) for n in lengths.tolist()]
-        keys = [
-            (clip_digest(input_values[row, :n]), str(device), autocast)
-            for row, n in enumerate(counts)
-        ]
+        host = input_values.detach().to("cpu")  # one copy off an accelerator, not one per clip
+        keys = [(clip_digest(host[row, :n]), str(device), autocast) for row, n in enumerate(counts)]
         found: dict[int, torch.Tensor] = {}
         for row, key in enumerate(keys):
             value = self._store.get(key)
