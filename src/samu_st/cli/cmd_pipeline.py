@@ -47,8 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--jobs",
         type=int,
         default=min(2, os.cpu_count() or 1),
-        help="systems trained side by side, one thread each, after their shared stages "
-        "(default: 2 on a machine with 2 or more cores; 1: one after the other)",
+        help="systems trained side by side, one thread each, after their shared stages; a "
+        "finished branch's threads go to those still running (default: 2 on a machine with 2 "
+        "or more cores; 1: one after the other)",
     )
     d.add_argument("overrides", nargs="*", help="key=value overrides of the pipeline section")
     d.set_defaults(func=cmd_demo)
