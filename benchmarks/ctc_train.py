@@ -38,6 +38,7 @@ from benchmarks.loops import (
     ours_train_config,
     reference_arguments,
     timed_window,
+    trainer_settings,
 )
 from benchmarks.padding import matched_batch_size
 from benchmarks.side import interleaved_sides
@@ -202,16 +203,9 @@ def run(ctx: Context) -> Record:
     rec.reference = {
         "method": "Trainer(group_by_length, bf16=True, use_cpu=True) on Wav2Vec2ForCTC, "
         "freeze_feature_encoder",
-        "settings": {
-            "trainer": "Trainer",
-            "bf16": True,
-            "use_cpu": True,
-            "train_sampling_strategy": "group_by_length",
-            "per_device_train_batch_size": batch_size,
-            "learning_rate": LR,
-            "attention": theirs.get("attention"),
-            "gradient_checkpointing": False,
-        },
+        "settings": trainer_settings(
+            "Trainer", batch_size, LR, theirs.get("attention"), gradient_checkpointing=False
+        ),
         "available": True,
         **theirs,
     }

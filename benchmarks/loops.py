@@ -154,3 +154,19 @@ def ours_train_config(steps: int, lr: float) -> TrainConfig:
         progress_bar=False,
         optim=OptimConfig(lr=lr, clip_norm=5.0),
     )
+
+
+def trainer_settings(
+    trainer: str, batch_size: int, lr: float, attention: Any, **extra: Any
+) -> dict[str, Any]:
+    """The ``settings`` of a same-work ``(Seq2Seq)Trainer(bf16=True)`` reference's record."""
+    return {
+        "trainer": trainer,
+        "bf16": True,
+        "use_cpu": True,
+        "train_sampling_strategy": "group_by_length",
+        "per_device_train_batch_size": batch_size,
+        "learning_rate": lr,
+        "attention": attention,
+        **extra,
+    }

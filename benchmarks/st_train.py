@@ -54,6 +54,7 @@ from benchmarks.loops import (
     ours_train_config,
     reference_arguments,
     timed_window,
+    trainer_settings,
 )
 from benchmarks.padding import matched_batch_size
 from benchmarks.side import interleaved_sides
@@ -357,17 +358,15 @@ def run(ctx: Context) -> Record:
     rec.reference = {
         "method": "Seq2SeqTrainer(group_by_length, bf16=True, use_cpu=True) on "
         "SpeechEncoderDecoderModel: frozen encoder + the same bottleneck adapters "
-        "(add_bottleneck_adapters), transformers' length adaptor, LNA-D decoder, SDPA",
-        "settings": {
-            "trainer": "Seq2SeqTrainer",
-            "bf16": True,
-            "use_cpu": True,
-            "train_sampling_strategy": "group_by_length",
-            "per_device_train_batch_size": batch_size,
-            "learning_rate": LR,
-            "attention": theirs.get("attention"),
-            "trainable": "bottleneck adapters, length adaptor, enc_to_dec_proj, LNA-D",
-        },
+        "(add_bottleneck_adapters), transformers' length adaptor, LNA-D decoder, "
+        f"attn_implementation {theirs.get('attention')} (the faster of sdpa and eager)",
+        "settings": trainer_settings(
+            "Seq2SeqTrainer",
+            batch_size,
+            LR,
+            theirs.get("attention"),
+            trainable="bottleneck adapters, length adaptor, enc_to_dec_proj, LNA-D",
+        ),
         "available": True,
         **theirs,
     }
