@@ -54,6 +54,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "runs/demo has it, else a briefly trained benchmark model)",
     )
     p.add_argument(
+        "--gpu-only",
+        action="store_true",
+        help="paper_step: with a GPU, measure the GPU side only (skip the paper-size CPU "
+        "update, minutes of a GPU machine's time)",
+    )
+    p.add_argument(
         "--isolate",
         choices=("auto", "yes", "no"),
         default="auto",
@@ -89,7 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model.resolve() if args.model is not None else None
     out = args.out.resolve() if args.out is not None else None
     ctx = Context(
-        work=args.work.resolve(), quick=args.quick, isolate=isolate, beam_model=model, out=out
+        work=args.work.resolve(),
+        quick=args.quick,
+        isolate=isolate,
+        beam_model=model,
+        out=out,
+        gpu_only=args.gpu_only,
     )
     names = args.only or list(BENCHMARKS)
     failures = 0

@@ -133,6 +133,9 @@ class Context:
     isolate: bool  # run each training side in a fresh process (clean peak memory)
     beam_model: Path | None = None  # beam_search: a trained translator folder (--model)
     out: Path | None = None  # the runner's --out file (scaling writes its plot beside it)
+    # paper_step on a GPU machine: the GPU side only (its CPU side is the CPU machine's
+    # measurement and takes minutes of the GPU machine's time)
+    gpu_only: bool = False
 
     @property
     def sizes(self) -> Sizes:

@@ -112,34 +112,71 @@ FLOP_FORMULA = (
 )
 
 
+def _gpu_only_side(gpu: dict[str, Any]) -> dict[str, Any]:
+    """``ours`` of a ``--gpu-only`` run: the 10-minute-batch figures and the GPU decode."""
+    return {
+        "method": "step-3 update at a 10-minute batch on the GPU (bf16 autocast, SDPA, "
+        "gradient checkpointing); the CPU side was not run (--gpu-only)",
+        "beam5_decode_seconds": gpu["detail"]["decode"]["samu"]["seconds"],
+        "gpu_10min": gpu,
+    }
+
+
+def has_gpu() -> bool:
+    return torch.cuda.is_available()
+
+
+def _batch_text(spec: StepSpec) -> str:
+    return (
+        f"{spec.clips} clips × {spec.clip_seconds:g} s random audio, {spec.target_words} words "
+        "(+ </s>) per target"
+    )
+
+
 def run(ctx: Context) -> Record:
     rec = Record("paper_step", ctx.quick)
     cfg, train_cfg = paper_model_config(tiny=ctx.quick), paper_train_config()
     spec = QUICK_SPEC if ctx.quick else CPU_SPEC
     work = ctx.work / "paper_step"
     kwargs = {"model": to_dict(cfg), "train": to_dict(train_cfg), "work": str(work)}
-    cpu = run_side("paper_measure:measure", {**kwargs, "spec": asdict(spec), "device": "cpu"},
-                   ctx.isolate)  # fmt: skip
+    on_gpu = has_gpu()
+    cpu = None
+    if not (ctx.gpu_only and on_gpu):
+        cpu = run_side("paper_measure:measure", {**kwargs, "spec": asdict(spec), "device": "cpu"},
+                       ctx.isolate)  # fmt: skip
     gpu = None
-    if torch.cuda.is_available():
+    if on_gpu:
         gpu_spec = QUICK_SPEC if ctx.quick else GPU_SPEC
         args = {**kwargs, "spec": asdict(gpu_spec), "device": "cuda"}
         gpu = _gpu_side(run_side("paper_measure:measure", args, ctx.isolate))
-    decode = cpu["decode"]
+    main = cpu if cpu is not None else gpu["detail"] if gpu is not None else None
+    assert main is not None  # the CPU side runs unless a GPU side does
+    decode = main["decode"]
+    cpu_batch = gpu_batch = None
+    if cpu is not None:
+        cpu_batch = _batch_text(spec)
+    if gpu is not None:
+        gpu_batch = _batch_text(StepSpec(**gpu["detail"]["spec"]))
     rec.setup = {
         "config": f"{PAPER_CONFIG.name} model: section, pretrained folders not read, "
         + ("TINY presets (quick)" if ctx.quick else "paper presets (XLS-R 300M + MBART-50)"),
         "model": to_dict(cfg),
-        "parameters": cpu["parameters"],
-        "trainable_parameters": cpu["trainable_parameters"],
-        "cpu_batch": f"{spec.clips} clips × {spec.clip_seconds:g} s random audio, "
-        f"{spec.target_words} words (+ </s>) per target",
+        "parameters": main["parameters"],
+        "trainable_parameters": main["trainable_parameters"],
+        "cpu_batch": cpu_batch,
+        "gpu_batch": gpu_batch,
+        "decode_device": main["device"],
         "optimizer": to_dict(train_cfg.optim),
     }
-    rec.ours = {**_cpu_side(cpu), "gpu_10min": gpu}
+    if cpu is not None:
+        rec.ours = {**_cpu_side(cpu), "gpu_10min": gpu}
+    else:
+        assert gpu is not None
+        rec.ours = _gpu_only_side(gpu)
     rec.reference = {
-        "method": "decode only: transformers generate(num_beams=5) on the same clip, bf16 "
-        "autocast (the update, checkpoint and memory figures have no reference side)",
+        "method": f"decode only: transformers generate(num_beams=5) on the same clip, bf16 "
+        f"autocast, on the {main['device']} (the update, checkpoint and memory figures have no "
+        "reference side)",
         "available": True,
         "beam5_decode_seconds": decode["generate"]["seconds"],
         "beam5_decode_rounds": decode["generate"]["rounds"],
@@ -152,10 +189,12 @@ def run(ctx: Context) -> Record:
         "random weights: timings do not depend on them; the decode runs to max_new_tokens",
         "bf16 autocast on the CPU as train-st runs with train.cpu_bf16: true (paper.yaml's "
         "mixed_precision: bf16 applies to GPUs; without cpu_bf16 a CPU trains in fp32)",
-        "memory_estimate: " + cpu["memory_estimate"]["formula"],
+        "memory_estimate: " + main["memory_estimate"]["formula"],
         FLOP_FORMULA,
         "machine shared with other jobs: timings are upper bounds",
     ]
     if gpu is None:
         rec.notes.append("no GPU here: gpu_10min (10-minute batches, bf16, SDPA) not measured")
+    if cpu is None:
+        rec.notes.append("--gpu-only: the paper-size CPU update was not measured in this run")
     return rec

@@ -217,6 +217,33 @@ def test_paper_step_runs_its_measurement_on_a_tiny_translator(tmp_path: Path) ->
     assert ours["gpu_10min"] is None or ours["gpu_10min"]["seconds_per_update"] > 0
 
 
+def test_paper_step_gpu_only_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--gpu-only`` on a GPU machine: no CPU side; the record is assembled from the GPU
+    side (here the GPU side's measurement runs on the CPU: the assembly is what is tested)."""
+    from benchmarks import paper_step
+    from benchmarks.corpus import Context
+    from benchmarks.side import run_side
+
+    devices: list[str] = []
+
+    def side(target: str, kwargs: dict[str, Any], isolate: bool) -> dict[str, Any]:
+        devices.append(kwargs["device"])
+        return run_side(target, {**kwargs, "device": "cpu"}, isolate)
+
+    monkeypatch.setattr(paper_step, "has_gpu", lambda: True)
+    monkeypatch.setattr(paper_step, "run_side", side)
+    ctx = Context(work=tmp_path, quick=True, isolate=False, gpu_only=True)
+    rec = paper_step.run(ctx).to_json()
+    assert devices == ["cuda"]  # the CPU side did not run
+    json.loads(json.dumps(rec))
+    gpu = rec["ours"]["gpu_10min"]
+    assert gpu["seconds_per_update"] > 0 and gpu["batch_seconds"] > 0
+    assert rec["ours"]["beam5_decode_seconds"] == gpu["detail"]["decode"]["samu"]["seconds"]
+    assert rec["setup"]["cpu_batch"] is None and "clips" in rec["setup"]["gpu_batch"]
+    assert rec["ratios"]["decode_speed"] > 0
+    assert any("--gpu-only" in note for note in rec["notes"])
+
+
 @pytest.fixture(scope="module")
 def scaling_record(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     """``--quick --only scaling`` alone (seconds): its record and the --out folder."""
