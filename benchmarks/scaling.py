@@ -288,6 +288,16 @@ def plot(
     return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"), point="plot")
 
 
+def title(machine: dict[str, Any], when: datetime.datetime) -> str:
+    """The plot's two-line title: what ran, on which machine, when."""
+    m = machine
+    return (
+        f"samu-st step-3 update (adapters + LNA-D, bf16 autocast) on {m['device']}\n"
+        f"{m['cpu_model']}, {m['torch_threads']} thread(s), torch {m['torch']}, "
+        f"{when:%Y-%m-%d %H:%M} UTC, load {m['loadavg'][0]:.1f}"
+    )
+
+
 def run(ctx: Context) -> Record:
     rec = Record("scaling", ctx.quick)
     dev = device()
@@ -317,13 +327,7 @@ def run(ctx: Context) -> Record:
         }
         size_curve.append(run_side("scaling:point", kwargs, ctx.isolate))
     when = datetime.datetime.fromtimestamp(rec.started, datetime.timezone.utc)
-    m = rec.machine
-    title = (
-        f"samu-st step-3 update (adapters + LNA-D, bf16 autocast) on {m['device']}: "
-        f"{m['cpu_model']}, {m['torch_threads']} thread(s), torch {m['torch']}, "
-        f"{when:%Y-%m-%d %H:%M} UTC, load {m['loadavg'][0]:.1f}"
-    )
-    path = plot(batch_curve, size_curve, title, plot_path(ctx))
+    path = plot(batch_curve, size_curve, title(rec.machine, when), plot_path(ctx))
     rec.setup = {
         "data": f"synthetic: random audio in clips of {plan.clip_seconds:g} s (equal lengths: "
         f"padded seconds = audio seconds), random targets of {WORDS_PER_SECOND:g} words "

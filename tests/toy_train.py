@@ -130,9 +130,11 @@ class ToyTask(TaskBase):
 
     def validate(self, model: nn.Module, loader: Any) -> dict[str, float]:
         correct = total = 0
+        device = next(model.parameters()).device
         for batch in loader:
-            correct += int((model(batch["x"]).argmax(-1) == batch["y"]).sum())
-            total += len(batch["y"])
+            x, y = batch["x"].to(device), batch["y"].to(device)
+            correct += int((model(x).argmax(-1) == y).sum())
+            total += len(y)
         torch.rand(3)  # validation may use RNG: the loop must shield training from it
         return {"accuracy": correct / total}
 
@@ -151,6 +153,9 @@ def toy_config(steps: int = 30, **overrides: Any) -> TrainConfig:
         tensorboard=False,
         progress_bar=False,
         seed=3,
+        # the CPU, also on a GPU machine: the toy tests pin CPU numbers (tests/test_gpu.py
+        # trains the toy on the GPU with cpu=False)
+        cpu=True,
         optim=OptimConfig(lr=1e-2, clip_norm=5.0),
         schedule=ScheduleConfig(phase_ratio=(0.1, 0.5, 0.4)),
     )

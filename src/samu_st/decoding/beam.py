@@ -257,7 +257,7 @@ def beam_search(
     Args:
         model: the translator (encoder, optional ``enc_to_dec_proj``, causal-LM decoder).
         input_values: waveforms (B, S); attention_mask: (B, S), 1 on real samples.
-        prefix: (B, P) forced decoder prefix (e.g. ``[</s>, <src>, en_XX]``).
+        prefix: (B, P) forced decoder prefix (e.g. ``[</s>, <src>, en_XX]``), on any device.
         num_beams: K; 1 is greedy search.
         max_new_tokens: tokens generated after the prefix at most.
         length_penalty: exponent of the generated length that divides finished scores.
@@ -269,6 +269,7 @@ def beam_search(
     """
     if num_beams < 1 or max_new_tokens < 1:
         raise ValueError("num_beams and max_new_tokens must be >= 1")
+    prefix = prefix.to(input_values.device)  # built on the CPU by generation_prefix()
     enc = encode(model, input_values, attention_mask)
     if num_beams == 1:
         return greedy_search(model, enc, prefix, max_new_tokens, eos_id)
