@@ -3,6 +3,8 @@ fp32 parameters back."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -65,3 +67,73 @@ def test_translator_decoding_is_unchanged() -> None:
     expected = decode()
     with bf16_weights(model, frozen_only=False):
         assert decode() == expected
+
+
+class _DtypeProbe:
+    """STTask that records the dtype of one frozen encoder weight at every loss."""
+
+    def __init__(self, inner: object, weight: torch.nn.Module) -> None:
+        self.inner, self.module = inner, weight
+        self.dtypes: set[torch.dtype] = set()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def loss(self, model: torch.nn.Module, batch: object) -> object:
+        self.dtypes.add(self.module.weight.dtype)  # type: ignore[operator]
+        return self.inner.loss(model, batch)  # type: ignore[attr-defined]
+
+
+def test_training_with_frozen_weights_in_bf16_is_autocast_exactly(tmp_path: Path) -> None:
+    """train.bf16_frozen_weights: the loop's losses and trained weights are bit-identical to
+    autocast's own casts, the frozen weights are bf16 during the run and fp32 after it."""
+
+    from samu_st.config import from_dict
+    from samu_st.models.tokenizer import train_target_tokenizer
+    from samu_st.steps.tasks_st import STCollator, STTask
+    from samu_st.steps.train_st import TrainSTConfig, build_st_model
+    from samu_st.training import train
+    from samu_st.training.checkpoint import trainable_state
+    from toy_train import ToySampler, toy_config
+
+    lengths = (8000, 5600, 7100, 3000, 6400, 4800)
+    texts = ["one two", "two", "three", "twenty one", "four", "five six"]
+    tokenizer = train_target_tokenizer([*texts, "seven"], 30)
+    g = torch.Generator().manual_seed(0)
+    items = [
+        {"wav": torch.randn(n, generator=g).numpy(), "id": f"u{i}", "index": i,
+         "language": ("fr", "de", "es")[i % 3], "source_text": t, "target_text": t}
+        for i, (n, t) in enumerate(zip(lengths, texts, strict=True))
+    ]  # fmt: skip
+    st_cfg = from_dict(
+        TrainSTConfig,
+        {
+            "out_dir": "unused",
+            "data": {"manifests": ["unused"]},
+            "model": {"encoder": {"size": "tiny", "mode": "adapters"},
+                      "decoder": {"preset": "tiny", "trainable": "lna"},
+                      "length_adaptor_layers": 2},
+        },
+    )  # fmt: skip
+
+    def run(flag: bool) -> tuple[list[float], dict[str, torch.Tensor], set[torch.dtype]]:
+        model = build_st_model(st_cfg, tokenizer).train()
+        frozen = model.speech_encoder.encoder.layers[0].attention.q_proj
+        original = frozen.weight
+        assert not original.requires_grad and original.dtype == torch.float32
+        task = _DtypeProbe(STTask(tokenizer, 0.1), frozen)
+        cfg = toy_config(4, cpu_bf16=True, mixed_precision="bf16", bf16_frozen_weights=flag)
+        sampler = ToySampler(len(items), 3, seed=5)
+        collate = STCollator(tokenizer, 64)
+        result = train(task, model, items, collate, sampler, cfg, tmp_path / str(flag))  # type: ignore[arg-type]
+        assert frozen.weight is original  # the fp32 parameter is back
+        return [r["loss"] for r in result.history], trainable_state(model), task.dtypes
+
+    plain, plain_weights, plain_dtypes = run(False)
+    cast, cast_weights, cast_dtypes = run(True)
+    assert plain_dtypes == {torch.float32} and cast_dtypes == {torch.bfloat16}
+    assert plain[0] != plain[-1]  # it trains
+    assert cast == plain
+    assert plain_weights.keys() == cast_weights.keys()
+    for name, tensor in plain_weights.items():
+        assert torch.equal(tensor, cast_weights[name]), name

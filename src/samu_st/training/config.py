@@ -78,6 +78,11 @@ class TrainConfig:
     # update 0.21 s with "math" vs 0.26 s, step-2 update 0.38 s vs 0.44 s; the flash kernel's
     # backward was 29 % of the step-3 update. GPUs always keep PyTorch's choice.
     cpu_attention: Literal["math", "default"] = "math"
+    # Under bf16 autocast, store the FROZEN Linear/Conv weights in bf16 for the run instead of
+    # letting autocast re-cast them at every forward (it caches casts only of weights that
+    # train): the same numbers (tests/test_precision.py), less copying. The fp32 originals are
+    # put back when training ends. Not with FSDP/DeepSpeed (they own the parameters).
+    bf16_frozen_weights: bool = True
     log_every: int = 10  # updates between log records (JSON lines, tensorboard, progress bar)
     save_every: int = 500  # updates between checkpoints (one is always written at the end)
     keep_last: int = 2  # checkpoints kept on disk (older ones are deleted)

@@ -31,6 +31,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState, PartialState
 from accelerate.utils import (
     DistributedDataParallelKwargs,
+    DistributedType,
     GradientAccumulationPlugin,
     send_to_device,
     set_seed,
@@ -40,6 +41,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import Dataset
 
 from samu_st.errors import ModelLoadError, SamuError
+from samu_st.models.precision import bf16_weights
 from samu_st.threads import ThreadBudget
 from samu_st.training.checkpoint import (
     WEIGHTS,
@@ -208,6 +210,18 @@ class _Trainer:
         """The SDPA backend of the training forward (``train.cpu_attention``)."""
         if self.acc.device.type == "cpu" and self.cfg.cpu_attention == "math":
             return sdpa_kernel(SDPBackend.MATH)
+        return contextlib.nullcontext()
+
+    def _frozen_weights(self) -> Any:
+        """Frozen Linear/Conv weights stored in bf16 for the run (``train.bf16_frozen_weights``):
+        under bf16 autocast the same numbers as autocast's own casts, made once."""
+        plain = (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU)
+        if (
+            self.cfg.bf16_frozen_weights
+            and self.acc.mixed_precision == "bf16"
+            and self.acc.distributed_type in plain
+        ):
+            return bf16_weights(self.raw_model, frozen_only=True)
         return contextlib.nullcontext()
 
     def _grad_norm(self) -> float | None:
@@ -395,10 +409,11 @@ class _Trainer:
         try:
             self.model.train()
             threads = ThreadBudget.from_env()  # cores a finished parallel branch left
-            while self.counters.step < cfg.max_steps:
-                threads.poll()
-                self.update(logger)
-            final = self.finish(logger)
+            with self._frozen_weights():
+                while self.counters.step < cfg.max_steps:
+                    threads.poll()
+                    self.update(logger)
+                final = self.finish(logger)
         finally:
             logger.close()
         c = self.counters
