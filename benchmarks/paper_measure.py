@@ -4,10 +4,11 @@ JSON out so that :func:`benchmarks.side.run_side` can run :func:`measure` in a f
 :func:`measure` builds a translator through the library
 (:func:`~samu_st.models.translator.build_translator`, random weights) and measures on one
 device: seconds per step-3 update (:class:`Updater`: the training loop's order of loss under
-bf16 autocast, backward, gradient norm, optimizer and scheduler step), memory before and during
-the updates, the model FLOPs of an update (:func:`count_update_flops`), a checkpoint save and
-load through :class:`~samu_st.training.checkpoint.CheckpointManager`, and beam-search decoding
-of one clip by our engine and by ``generate()``.
+bf16 autocast with the frozen weights stored in bf16, backward, gradient norm, optimizer and
+scheduler step), memory before and during the updates, the model FLOPs of an update
+(:func:`count_update_flops`), a checkpoint save and load through
+:class:`~samu_st.training.checkpoint.CheckpointManager`, and beam-search decoding of one clip
+by our engine and by ``generate()``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from benchmarks.encoder_rtf import gemm_peak
 from samu_st.audio import SAMPLE_RATE
 from samu_st.config import from_dict
 from samu_st.decoding.translate import Engine, generate_batch
+from samu_st.models.precision import bf16_weights
 from samu_st.models.summary import default_vocab_size, summarize
 from samu_st.models.tokenizer import TargetTokenizer, train_target_tokenizer
 from samu_st.models.translator import TranslatorConfig, build_translator
@@ -184,11 +186,13 @@ def _memory_now(device: torch.device) -> int:
 
 
 def time_updates(trainer: Updater, batch: STBatch, spec: StepSpec) -> dict[str, Any]:
-    """Warm-up and timed updates; peak memory over all of them."""
+    """Warm-up and timed updates; peak memory over all of them. The frozen Linear/Conv weights
+    are stored in bf16 meanwhile, as the training loop does (``train.bf16_frozen_weights``)."""
     before = _memory_now(trainer.device)
     state = _state_bytes(trainer)
     times, missing = [], []
-    with PeakMemory(interval=0.01) as peak:
+    # as the training loop runs with train.bf16_frozen_weights (the default)
+    with PeakMemory(interval=0.01) as peak, bf16_weights(trainer.model, frozen_only=True):
         for _ in range(spec.warmup + spec.updates):
             seconds, lost = trainer.update(batch)
             times.append(seconds)
