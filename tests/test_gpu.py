@@ -24,12 +24,14 @@ class CudaAutocastProbe:
 
         self.inner = ToyTask()
         self.seen: set[tuple[bool, torch.dtype]] = set()
+        self.frozen_dtypes: set[torch.dtype] = set()  # the toy's frozen Linear
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Any:
         self.seen.add((torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda")))
+        self.frozen_dtypes.add(getattr(model, "module", model).frozen.weight.dtype)
         return self.inner.loss(model, batch)
 
 
@@ -41,6 +43,9 @@ def test_mixed_precision_trains_on_the_gpu(tmp_path: Path, precision: str) -> No
     result, model = run_toy(tmp_path, steps=40, task=probe, mixed_precision=precision, cpu=False)  # type: ignore[arg-type]
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     assert probe.seen == {(True, dtype)}
+    # train.bf16_frozen_weights: stored in bf16 under bf16 autocast only
+    assert probe.frozen_dtypes == {torch.bfloat16 if precision == "bf16" else torch.float32}
+    assert model.frozen.weight.dtype == torch.float32  # the fp32 parameter is back
     assert next(model.parameters()).device.type == "cuda"
     losses = [r["loss"] for r in result.history]
     assert losses[-1] < 0.6 * losses[0], losses  # fp32 on the CPU: 1.46 -> 0.69

@@ -130,6 +130,59 @@ def test_trainable_parts_and_no_work_on_frozen_ones() -> None:
     assert all(a.up.weight.grad.abs().sum() > 0 for a in bottleneck_adapters(encoder))
 
 
+def test_logits_only_at_label_positions_equal_the_full_projection() -> None:
+    """STModel(label_mask=...): the output projection runs on the scored positions only; the
+    logits, the loss and every gradient are those of the full (B, L, V) projection, also with
+    trainable rows for added tokens (their own logits hook)."""
+    from samu_st.models.decoder import attach_added_rows
+
+    tokenizer = train_target_tokenizer(["one", "two", "three", "twenty"], 30)
+    model = build_st_model(_config(), tokenizer).eval()  # eval: no dropout, same numbers
+    attach_added_rows(model.translator.decoder, [5, 7])
+    g = torch.Generator().manual_seed(0)
+    items = [
+        {"wav": torch.randn(n, generator=g).numpy(), "id": f"u{i}", "language": lang,
+         "index": i, "source_text": t, "target_text": t}
+        for i, (n, lang, t) in enumerate(
+            [(8000, "fr", "twenty one two"), (5000, "de", "two"), (6500, "es", "three one")]
+        )
+    ]  # fmt: skip
+    batch = STCollator(tokenizer, 64)(items)
+    scored = batch.labels != -100
+    assert 0 < int(scored.sum()) < scored.numel()  # prefix and padding are left out
+
+    def run(packed: bool) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        args = (batch.audio.input_values, batch.audio.attention_mask, batch.decoder_input_ids,
+                batch.decoder_mask)  # fmt: skip
+        if packed:
+            logits = model(*args, scored).logits
+            targets = batch.labels[scored].unsqueeze(0)
+        else:
+            full = model(*args).logits
+            logits, targets = full[scored].unsqueeze(0), batch.labels[scored].unsqueeze(0)
+            loss_full, _ = label_smoothed_nll_loss(full, batch.labels, 0.1)
+        loss, _ = label_smoothed_nll_loss(logits, targets, 0.1)
+        if not packed:
+            torch.testing.assert_close(loss, loss_full)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return logits.detach(), loss.detach(), grads
+
+    full_logits, full_loss, full_grads = run(False)
+    logits, loss, grads = run(True)
+    assert logits.shape == (1, int(scored.sum()), full_logits.shape[-1])
+    torch.testing.assert_close(logits, full_logits)
+    torch.testing.assert_close(loss, full_loss)
+    assert grads.keys() == full_grads.keys() and any("added_rows" in n for n in grads)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, full_grads[name], msg=name)
+    # the hook is gone: a call without a mask projects every position again
+    out = model(batch.audio.input_values, batch.audio.attention_mask, batch.decoder_input_ids,
+                batch.decoder_mask)  # fmt: skip
+    assert out.logits.shape[:2] == batch.labels.shape
+
+
 def _few(corpus: Path, tmp_path: Path, n: int = 4) -> Path:
     source = corpus / "train" / "fr.jsonl"
     utts = [replace(u, audio=str(resolve_audio(u, source))) for u in read_manifest(source)[:n]]

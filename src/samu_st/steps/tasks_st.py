@@ -124,7 +124,8 @@ class STCollator:
 class STOutput(NamedTuple):
     """What :class:`STModel` returns."""
 
-    logits: torch.Tensor  # (B, L, V) decoder outputs
+    # (B, L, V) decoder outputs; (1, N, V) with a ``label_mask``: its N positions, row-major
+    logits: torch.Tensor
     ctc_logits: torch.Tensor | None  # (B, T, C) per encoder frame (before the length adaptor)
     ctc_lengths: torch.Tensor | None  # (B,) valid frames of ``ctc_logits``
 
@@ -174,11 +175,28 @@ class STModel(nn.Module):
         attention_mask: torch.Tensor,
         decoder_input_ids: torch.Tensor,
         decoder_attention_mask: torch.Tensor,
+        label_mask: torch.Tensor | None = None,
     ) -> STOutput:
         """``input_values`` (B, S) with ``attention_mask`` (B, S); decoder inputs (B, L) with
-        their mask (B, L) → :class:`STOutput`."""
+        their mask (B, L) → :class:`STOutput`.
+
+        ``label_mask`` (B, L), true where a label is scored: the output projection then runs
+        on those positions only and ``logits`` is (1, N, V), the N positions in row-major
+        order (``labels[label_mask][None]`` are their targets). Prefix and padding positions
+        (~30 % of a mini-CoVoST batch, more with long targets) are never projected onto the
+        vocabulary, forward or backward.
+        """
         self._states, self._capture = None, self.ctc_head is not None
         samples = attention_mask.sum(-1).long()
+        packing = None
+        if label_mask is not None:
+            keep = label_mask
+
+            def pack(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+                return (args[0][keep].unsqueeze(0), *args[1:])
+
+            head = cast(nn.Module, self.translator.decoder.get_output_embeddings())
+            packing = head.register_forward_pre_hook(pack)
         try:
             with serve_front_end(self.front_end_cache, self.speech_encoder, input_values, samples):
                 out = self.translator(
@@ -190,6 +208,8 @@ class STModel(nn.Module):
                 )
         finally:
             self._capture = False
+            if packing is not None:
+                packing.remove()
         if self.ctc_head is None:
             return STOutput(out.logits, None, None)
         states, self._states = self._states, None
@@ -238,14 +258,18 @@ class STTask(TaskBase):
         self.bleu_indices = frozenset(int(i) for i in bleu_indices)
         self.max_new_tokens = max_new_tokens
 
-    def _forward(self, model: nn.Module, batch: STBatch) -> STOutput:
+    def _forward(self, model: nn.Module, batch: STBatch) -> tuple[STOutput, torch.Tensor]:
+        """The model's output with logits at the label positions only, and their targets
+        (1, N)."""
+        scored = batch.labels != -100
         out: STOutput = model(
             batch.audio.input_values,
             batch.audio.attention_mask,
             batch.decoder_input_ids,
             batch.decoder_mask,
+            scored,
         )
-        return out
+        return out, batch.labels[scored].unsqueeze(0)
 
     def _ctc(self, out: STOutput, batch: STBatch) -> torch.Tensor | None:
         if self.aux_ctc_weight == 0.0 or out.ctc_logits is None:
@@ -258,8 +282,8 @@ class STTask(TaskBase):
         )
 
     def loss(self, model: nn.Module, batch: STBatch) -> LossOutput:
-        out = self._forward(model, batch)
-        loss, nll = label_smoothed_nll_loss(out.logits, batch.labels, self.label_smoothing)
+        out, targets = self._forward(model, batch)
+        loss, nll = label_smoothed_nll_loss(out.logits, targets, self.label_smoothing)
         tokens = int((batch.labels != -100).sum())
         metrics = {"nll": float(nll.detach())}
         ctc = self._ctc(out, batch)
@@ -303,9 +327,9 @@ class STTask(TaskBase):
         refs: list[str] = []
         for cpu_batch in loader:
             batch = cpu_batch.to(device)
-            out = self._forward(st, batch)
+            out, targets = self._forward(st, batch)
             loss, nll = label_smoothed_nll_loss(
-                out.logits, batch.labels, self.label_smoothing, reduction="sum"
+                out.logits, targets, self.label_smoothing, reduction="sum"
             )
             sums["loss"] += float(loss)
             sums["nll"] += float(nll)
