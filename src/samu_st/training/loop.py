@@ -41,6 +41,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import Dataset
 
 from samu_st.errors import ModelLoadError, SamuError
+from samu_st.models.conv_layout import channels_last_grouped_conv1d
 from samu_st.models.precision import bf16_weights
 from samu_st.threads import ThreadBudget
 from samu_st.training.checkpoint import (
@@ -193,7 +194,7 @@ class _Trainer:
             padding = self.task.batch_padding(batch)
             batch = send_to_device(batch, self.acc.device)
             with self.acc.accumulate(self.model):
-                with self.acc.autocast(), self._attention():
+                with self.acc.autocast(), self._attention(), self._conv_layout():
                     out = self.task.loss(self.model, batch)
                 # Always backward, even a non-finite loss: under DDP every process must join
                 # the gradient all-reduce; the update is then skipped everywhere.
@@ -210,6 +211,12 @@ class _Trainer:
         """The SDPA backend of the training forward (``train.cpu_attention``)."""
         if self.acc.device.type == "cpu" and self.cfg.cpu_attention == "math":
             return sdpa_kernel(SDPBackend.MATH)
+        return contextlib.nullcontext()
+
+    def _conv_layout(self) -> Any:
+        """Grouped Conv1d modules in channels-last form on the CPU (``train.cpu_grouped_conv``)."""
+        if self.acc.device.type == "cpu" and self.cfg.cpu_grouped_conv == "channels_last":
+            return channels_last_grouped_conv1d(self.raw_model)
         return contextlib.nullcontext()
 
     def _frozen_weights(self) -> Any:
@@ -326,7 +333,7 @@ class _Trainer:
         if self.acc.is_main_process:
             rng = capture_rng()  # validation must not shift the training's random stream
             self.raw_model.eval()
-            with torch.no_grad(), self.acc.autocast():
+            with torch.no_grad(), self.acc.autocast(), self._conv_layout():
                 metrics = validate(self.raw_model, self.val_loader)
             self.raw_model.train()
             restore_rng(rng)
