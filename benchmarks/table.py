@@ -39,7 +39,11 @@ def row(record: dict[str, Any]) -> str:
     ours, ref = _figure(record["ours"], key), _figure(record["reference"], key)
     extra = next((record[k] for k in EXTRA_SIDES if k in record), None)
     usual = _figure(extra, key) if extra is not None else "-"
-    ratios = ", ".join(f"{k} {v:.2f}x" for k, v in record.get("ratios", {}).items() if v) or "-"
+    # three decimals: a ratio of 1.496 must not read as a met 1.5x target
+    ratios = ", ".join(f"{k} {v:.3f}x" for k, v in record.get("ratios", {}).items() if v) or "-"
+    target = record.get("target")
+    if isinstance(target, dict) and "met" in target:
+        ratios += "; target " + ("met" if target["met"] else "NOT met")
     m = record["machine"]
     machine = f"{m['cpu_model']}, {m['cores']} cores, torch {m['torch']}, {m['device']}"
     load = m.get("loadavg_start", [None])[0]
