@@ -176,8 +176,11 @@ def test_results_table_has_one_row_per_benchmark(
         assert line.startswith(f"| {name} (") and line.count("|") == 8
     for r in records:  # the ratios column (scaling has no reference side, hence no ratio)
         line = next(x for x in lines[2:] if x.startswith(f"| {r['benchmark']} ("))
-        if r["reference"]["available"]:
-            assert re.search(r"\| [a-z_]+ \d+\.\d\dx", line), line
+        if r["reference"]["available"]:  # three decimals: 1.496 must not read as 1.50
+            assert re.search(r"\| [a-z_]+ \d+\.\d{3}x", line), line
+        target = r.get("target")
+        if isinstance(target, dict) and "met" in target:
+            assert line.count("; target met" if target["met"] else "; target NOT met") == 1, line
 
 
 def test_paper_step_runs_its_measurement_on_a_tiny_translator(tmp_path: Path) -> None:
