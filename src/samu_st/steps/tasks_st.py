@@ -284,7 +284,7 @@ class STTask(TaskBase):
     def loss(self, model: nn.Module, batch: STBatch) -> LossOutput:
         out, targets = self._forward(model, batch)
         loss, nll = label_smoothed_nll_loss(out.logits, targets, self.label_smoothing)
-        tokens = int((batch.labels != -100).sum())
+        tokens = int(targets.shape[1])
         metrics = {"nll": float(nll.detach())}
         ctc = self._ctc(out, batch)
         if ctc is not None:
@@ -333,7 +333,7 @@ class STTask(TaskBase):
             )
             sums["loss"] += float(loss)
             sums["nll"] += float(nll)
-            tokens += int((batch.labels != -100).sum())
+            tokens += int(targets.shape[1])
             ctc = self._ctc(out, batch)
             if ctc is not None:
                 sums["ctc"] += float(ctc)
