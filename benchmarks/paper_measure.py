@@ -34,6 +34,7 @@ from benchmarks.encoder_rtf import gemm_peak
 from samu_st.audio import SAMPLE_RATE
 from samu_st.config import from_dict
 from samu_st.decoding.translate import Engine, generate_batch
+from samu_st.models.conv_layout import channels_last_convs, grouped_conv1d_modules
 from samu_st.models.precision import bf16_weights
 from samu_st.models.summary import default_vocab_size, summarize
 from samu_st.models.tokenizer import TargetTokenizer, train_target_tokenizer
@@ -187,12 +188,20 @@ def _memory_now(device: torch.device) -> int:
 
 def time_updates(trainer: Updater, batch: STBatch, spec: StepSpec) -> dict[str, Any]:
     """Warm-up and timed updates; peak memory over all of them. The frozen Linear/Conv weights
-    are stored in bf16 meanwhile, as the training loop does (``train.bf16_frozen_weights``)."""
+    are stored in bf16 meanwhile and, on a CPU, the grouped positional conv runs as a
+    channels-last conv2d, as the training loop does by default."""
     before = _memory_now(trainer.device)
     state = _state_bytes(trainer)
     times, missing = [], []
-    # as the training loop runs with train.bf16_frozen_weights (the default)
-    with PeakMemory(interval=0.01) as peak, bf16_weights(trainer.model, frozen_only=True):
+    # as the training loop runs by default: train.bf16_frozen_weights, and on a CPU
+    # train.cpu_grouped_conv (the positional conv as a channels-last conv2d)
+    on_cpu = trainer.device.type == "cpu"
+    convs = grouped_conv1d_modules(trainer.model) if on_cpu else []
+    with (
+        PeakMemory(interval=0.01) as peak,
+        bf16_weights(trainer.model, frozen_only=True),
+        channels_last_convs(convs),
+    ):
         for _ in range(spec.warmup + spec.updates):
             seconds, lost = trainer.update(batch)
             times.append(seconds)

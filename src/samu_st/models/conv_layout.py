@@ -17,8 +17,8 @@ through the module's own forward.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -70,11 +70,16 @@ def _standing_in(conv: nn.Conv1d) -> Iterator[None]:
 
 
 @contextmanager
-def channels_last_grouped_conv1d(model: nn.Module) -> Iterator[int]:
-    """Run ``model``'s grouped ``Conv1d`` modules in channels-last ``conv2d`` form on the CPU
-    inside the block; yields how many stand in."""
-    convs = grouped_conv1d_modules(model)
+def channels_last_convs(convs: Sequence[nn.Conv1d]) -> Iterator[int]:
+    """Run ``convs`` (from :func:`grouped_conv1d_modules`, found once by a caller that enters
+    this block per forward) in channels-last ``conv2d`` form on the CPU inside the block;
+    yields how many stand in."""
     with ExitStack() as stack:
         for conv in convs:
             stack.enter_context(_standing_in(conv))
         yield len(convs)
+
+
+def channels_last_grouped_conv1d(model: nn.Module) -> AbstractContextManager[int]:
+    """:func:`channels_last_convs` of ``model``'s grouped ``Conv1d`` modules."""
+    return channels_last_convs(grouped_conv1d_modules(model))

@@ -41,7 +41,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import Dataset
 
 from samu_st.errors import ModelLoadError, SamuError
-from samu_st.models.conv_layout import channels_last_grouped_conv1d
+from samu_st.models.conv_layout import channels_last_convs, grouped_conv1d_modules
 from samu_st.models.precision import bf16_weights
 from samu_st.threads import ThreadBudget
 from samu_st.training.checkpoint import (
@@ -161,6 +161,9 @@ class _Trainer:
     ) -> None:
         self.task, self.cfg, self.out_dir, self.acc = task, cfg, out_dir, accelerator
         self.raw_model, self.val_loader = model, val_loader
+        # found once, entered per forward (train.cpu_grouped_conv)
+        cpu_layout = accelerator.device.type == "cpu" and cfg.cpu_grouped_conv == "channels_last"
+        self.grouped_convs = grouped_conv1d_modules(model) if cpu_layout else []
         groups = check_param_groups(model, task.param_groups(model, cfg.optim))
         optimizer = build_optimizer(groups, cfg.optim)
         self.scheduler = build_scheduler(optimizer, cfg.schedule, cfg.max_steps)
@@ -215,8 +218,8 @@ class _Trainer:
 
     def _conv_layout(self) -> Any:
         """Grouped Conv1d modules in channels-last form on the CPU (``train.cpu_grouped_conv``)."""
-        if self.acc.device.type == "cpu" and self.cfg.cpu_grouped_conv == "channels_last":
-            return channels_last_grouped_conv1d(self.raw_model)
+        if self.grouped_convs:
+            return channels_last_convs(self.grouped_convs)
         return contextlib.nullcontext()
 
     def _frozen_weights(self) -> Any:
