@@ -34,7 +34,9 @@ from benchmarks.encoder_rtf import gemm_peak
 from samu_st.audio import SAMPLE_RATE
 from samu_st.config import from_dict
 from samu_st.decoding.translate import Engine, generate_batch
+from samu_st.models.attention_impl import CPU_EAGER, attention_implementation
 from samu_st.models.conv_layout import channels_last_convs, grouped_conv1d_modules
+from samu_st.models.cpu_dropout import fast_dropout_modules
 from samu_st.models.precision import bf16_weights
 from samu_st.models.summary import default_vocab_size, summarize
 from samu_st.models.tokenizer import TargetTokenizer, train_target_tokenizer
@@ -189,18 +191,26 @@ def _memory_now(device: torch.device) -> int:
 def time_updates(trainer: Updater, batch: STBatch, spec: StepSpec) -> dict[str, Any]:
     """Warm-up and timed updates; peak memory over all of them. The frozen Linear/Conv weights
     are stored in bf16 meanwhile and, on a CPU, the grouped positional conv runs as a
-    channels-last conv2d, as the training loop does by default."""
+    channels-last conv2d, attention is transformers' eager one and dropout the fast CPU one
+    (``samu_eager``, :mod:`samu_st.models.cpu_dropout`), as the training loop does by
+    default."""
     before = _memory_now(trainer.device)
     state = _state_bytes(trainer)
     times, missing = [], []
     # as the training loop runs by default: train.bf16_frozen_weights, and on a CPU
-    # train.cpu_grouped_conv (the positional conv as a channels-last conv2d)
+    # train.cpu_grouped_conv (the positional conv as a channels-last conv2d) and
+    # train.cpu_attention + train.cpu_dropout (eager attention, the fast CPU dropout)
     on_cpu = trainer.device.type == "cpu"
     convs = grouped_conv1d_modules(trainer.model) if on_cpu else []
+    cpu_settings = contextlib.ExitStack()
+    if on_cpu:
+        cpu_settings.enter_context(attention_implementation(trainer.model, CPU_EAGER))
+        cpu_settings.enter_context(fast_dropout_modules(trainer.model))
     with (
         PeakMemory(interval=0.01) as peak,
         bf16_weights(trainer.model, frozen_only=True),
         channels_last_convs(convs),
+        cpu_settings,
     ):
         for _ in range(spec.warmup + spec.updates):
             seconds, lost = trainer.update(batch)

@@ -244,8 +244,8 @@ def reference(
     """One side: ``Seq2SeqTrainer`` on a plain ``SpeechEncoderDecoderModel``; ``same_work``:
     ours' trainable set under ``bf16=True``, else everything trainable in fp32 (notebook).
     ``attention``: transformers' ``attn_implementation`` of encoder and decoder (``sdpa``, its
-    default, or ``eager``: explicit matmul + softmax, the counterpart of our CPU default
-    ``train.cpu_attention: math``)."""
+    default, or ``eager``: explicit matmul + softmax, what our CPU default
+    ``train.cpu_attention: eager`` also runs)."""
     from transformers import Seq2SeqTrainer
 
     fresh_accelerate_state()

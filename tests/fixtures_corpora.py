@@ -353,3 +353,15 @@ def random_translator(
             head.bias = torch.nn.Parameter(torch.zeros(head.out_features))
             head.bias[tokenizer.eos_id] = eos_bias
     return translator
+
+
+def random_st_items() -> list[dict[str, Any]]:
+    """Three dataset items of different lengths and languages (random audio) for an
+    ``STCollator``: a padded step-3 batch."""
+    g = torch.Generator().manual_seed(0)
+    clips = [(8000, "fr", "twenty one two"), (5000, "de", "two"), (6500, "es", "three one")]
+    return [
+        {"wav": torch.randn(n, generator=g).numpy(), "id": f"u{i}", "language": lang,
+         "index": i, "source_text": t, "target_text": t}
+        for i, (n, lang, t) in enumerate(clips)
+    ]  # fmt: skip

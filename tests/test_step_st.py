@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from fixtures_corpora import mini_corpus, tiny_corpus_config
+from fixtures_corpora import mini_corpus, random_st_items, tiny_corpus_config
 from samu_st.cli import main
 from samu_st.config import from_dict
 from samu_st.data.manifest import read_manifest, resolve_audio, write_manifest
@@ -139,14 +139,7 @@ def test_logits_only_at_label_positions_equal_the_full_projection() -> None:
     tokenizer = train_target_tokenizer(["one", "two", "three", "twenty"], 30)
     model = build_st_model(_config(), tokenizer).eval()  # eval: no dropout, same numbers
     attach_added_rows(model.translator.decoder, [5, 7])
-    g = torch.Generator().manual_seed(0)
-    items = [
-        {"wav": torch.randn(n, generator=g).numpy(), "id": f"u{i}", "language": lang,
-         "index": i, "source_text": t, "target_text": t}
-        for i, (n, lang, t) in enumerate(
-            [(8000, "fr", "twenty one two"), (5000, "de", "two"), (6500, "es", "three one")]
-        )
-    ]  # fmt: skip
+    items = random_st_items()
     batch = STCollator(tokenizer, 64)(items)
     scored = batch.labels != -100
     assert 0 < int(scored.sum()) < scored.numel()  # prefix and padding are left out

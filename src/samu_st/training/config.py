@@ -72,12 +72,22 @@ class TrainConfig:
     mixed_precision: Precision = "bf16"  # on GPU; on CPU fp32 unless cpu_bf16 is true
     cpu_bf16: bool = False  # with mixed_precision bf16: on CPU too (fast with AVX512-BF16/AMX)
     cpu: bool = False  # train on CPU even when a GPU is visible
-    # scaled_dot_product_attention in the training forward on CPU: "math" (PyTorch's plain
-    # kernel) or "default" (PyTorch's choice, its flash kernel). Measured 2026-12-05 (2-core
-    # AMD EPYC, one thread, bf16 autocast, padded batches of ~1.2 s clips, mini sizes): step-3
-    # update 0.21 s with "math" vs 0.26 s, step-2 update 0.38 s vs 0.44 s; the flash kernel's
-    # backward was 29 % of the step-3 update. GPUs always keep PyTorch's choice.
-    cpu_attention: Literal["math", "default"] = "math"
+    # Attention of the training forward on CPU. "eager": every transformers module of the
+    # model attends with transformers' "eager" implementation for the run (bf16 matmuls, fp32
+    # softmax; samu_st.models.attention_impl; the configs are restored at the end); "math":
+    # SDPA with PyTorch's plain kernel (it upcasts bf16 to fp32 and runs a masked safe
+    # softmax); "default": the model's own setting (SDPA: PyTorch's choice, its flash kernel).
+    # Measured 2026-12-05/06 (2-core AMD EPYC, one thread, bf16 autocast, mini sizes, ~60 s
+    # batches of ~1.2-2.3 s clips): step-3 update 0.34 s eager vs 0.41 s math; earlier 0.21 s
+    # math vs 0.26 s flash on shorter batches (the flash kernel's backward was 29 % of the
+    # update). GPUs always keep the model's own setting.
+    cpu_attention: Literal["eager", "math", "default"] = "eager"
+    # Dropout on CPU: "fast" draws the masks of nn.Dropout modules and of the eager attention's
+    # probabilities (with cpu_attention "eager") from 16-bit lanes of 64-bit random integers
+    # (samu_st.models.cpu_dropout: the same regulariser, p rounded to a multiple of 1/65536, a
+    # different random stream); "torch" is PyTorch's bernoulli_ dropout. Measured 2026-12-05
+    # (2-core AMD EPYC, one thread): F.dropout of a (2900, 192) tensor 3.9 ms vs 1.35 ms.
+    cpu_dropout: Literal["fast", "torch"] = "fast"
     # Grouped Conv1d modules (wav2vec2's positional conv) on CPU: "channels_last" runs them as
     # a channels-last conv2d (samu_st.models.conv_layout: the same sums in another order;
     # measured 1.85x faster forward + backward at the mini size), "default" as PyTorch does.
