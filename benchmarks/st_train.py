@@ -5,7 +5,9 @@ Ours: step 3 as ``samu-st train-st`` runs it — the ``mini`` encoder in ``adapt
 length adaptor, the ``mini`` MBART decoder with LNA-D, :class:`~samu_st.steps.tasks_st.STTask`
 (label-smoothed CE) in :func:`samu_st.training.train` with duration-bucketed batches
 (:class:`~samu_st.data.sampler.DurationBatchSampler`, 60 s) and bf16 autocast on the CPU
-(``train.cpu_bf16``, configs/mini.yaml).
+(``train.cpu_bf16``, configs/mini.yaml), with the loop's CPU defaults: transformers' eager
+attention with the fast CPU dropout (``train.cpu_attention``, ``train.cpu_dropout``), the
+frozen weights stored in bf16, the grouped positional conv channels-last.
 
 Reference (same work): the same architecture as a plain ``SpeechEncoderDecoderModel``
 (``Wav2Vec2Model`` with transformers' own length adaptor + ``MBartForCausalLM``) training the
@@ -346,7 +348,9 @@ def run(ctx: Context) -> Record:
     }
     rec.ours = {
         "method": "samu_st.training.train + STTask/STModel, adapters + LNA-D, "
-        "DurationBatchSampler, bf16 autocast, front-end cache (as configs/mini.yaml); "
+        "DurationBatchSampler, bf16 autocast, front-end cache (as configs/mini.yaml), the "
+        "loop's CPU defaults (eager attention + fast CPU dropout, bf16 frozen weights, "
+        "channels-last positional conv); "
         "timed after one whole epoch (the cache's fill, recorded as first_epoch)",
         **mine,
     }
