@@ -127,3 +127,28 @@ def test_the_training_loop_uses_it_on_the_cpu(tmp_path: Path) -> None:
         train(probe, model, data, collate, ToySampler(24, 8), cfg, out)
         assert probe.seen == expected
         assert model.config._attn_implementation == "sdpa"  # restored after the run
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "hubert", "wavlm", "w2v-bert", "whisper"])
+# WavLM's own attention (transformers) mixes a bool padding mask with a float bias
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")
+def test_every_encoder_family_gives_its_own_numbers(family: str) -> None:
+    """samu_eager (w2v-BERT's relative position bias included) and plain eager compute each
+    family's attention as its default implementation does; a family whose attention is its
+    own (WavLM) is unaffected."""
+    from samu_st.models.encoder import EncoderConfig, SpeechEncoder
+
+    torch.manual_seed(0)
+    cfg = EncoderConfig(family=family, size="tiny", mode="adapters")  # type: ignore[arg-type]
+    encoder = SpeechEncoder.from_config(cfg).eval()
+    g = torch.Generator().manual_seed(1)
+    wav = torch.randn(2, 16000, generator=g)
+    lengths = torch.tensor([16000, 11000])
+    with torch.no_grad():
+        own = encoder(wav, lengths)
+        for name in ("eager", CPU_EAGER):
+            with attention_implementation(encoder, name):
+                out = encoder(wav, lengths)
+            assert torch.equal(out.lengths, own.lengths)
+            keep = own.mask
+            torch.testing.assert_close(out.hidden[keep], own.hidden[keep], rtol=1e-4, atol=1e-5)

@@ -77,8 +77,8 @@ class TrainConfig:
     # softmax; samu_st.models.attention_impl; the configs are restored at the end); "math":
     # SDPA with PyTorch's plain kernel (it upcasts bf16 to fp32 and runs a masked safe
     # softmax); "default": the model's own setting (SDPA: PyTorch's choice, its flash kernel).
-    # Measured 2026-12-05/06 (2-core AMD EPYC, one thread, bf16 autocast, mini sizes, ~60 s
-    # batches of ~1.2-2.3 s clips): step-3 update 0.34 s eager vs 0.41 s math; earlier 0.21 s
+    # Measured 2026-12-05 (2-core AMD EPYC, one thread, bf16 autocast, mini sizes, ~60 s
+    # batches of ~1.2-2.3 s clips): step-3 update 0.33-0.34 s eager vs 0.39-0.42 s math; 0.21 s
     # math vs 0.26 s flash on shorter batches (the flash kernel's backward was 29 % of the
     # update). GPUs always keep the model's own setting.
     cpu_attention: Literal["eager", "math", "default"] = "eager"
