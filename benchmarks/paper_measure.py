@@ -433,6 +433,8 @@ def measure(
         "trainable_parameters": counts.trainable,
         "parameter_groups": counts.to_json()["groups"],
         "attention": _attention(translator),
+        # the updates' attention on a CPU (time_updates, as the training loop's default)
+        "update_attention": CPU_EAGER if dev.type == "cpu" else "as built",
         "gradient_checkpointing": bool(st.speech_encoder.is_activation_checkpointing),
         "updates": updates,
         "memory_estimate": estimate_memory(updates),
@@ -444,7 +446,8 @@ def measure(
 
 
 def _attention(translator: nn.Module) -> dict[str, str]:
-    """The attention implementation transformers resolved for each half (SDPA expected)."""
+    """The attention implementation the model was built with, per half (SDPA expected); the
+    timed updates on a CPU run samu_eager instead (``update_attention``)."""
     model = cast(Any, translator)
     return {
         "encoder": str(model.encoder.config._attn_implementation),
