@@ -34,9 +34,7 @@ from benchmarks.encoder_rtf import gemm_peak
 from samu_st.audio import SAMPLE_RATE
 from samu_st.config import from_dict
 from samu_st.decoding.translate import Engine, generate_batch
-from samu_st.models.attention_impl import CPU_EAGER, attention_implementation
 from samu_st.models.conv_layout import channels_last_convs, grouped_conv1d_modules
-from samu_st.models.cpu_dropout import fast_dropout_modules
 from samu_st.models.precision import bf16_weights
 from samu_st.models.summary import default_vocab_size, summarize
 from samu_st.models.tokenizer import TargetTokenizer, train_target_tokenizer
@@ -49,6 +47,7 @@ from samu_st.training.checkpoint import (
     trainable_state,
 )
 from samu_st.training.config import TrainConfig
+from samu_st.training.cpu_run import cpu_attention_name, cpu_run_settings
 from samu_st.training.schedule import build_optimizer, build_scheduler, check_param_groups
 
 Seconds = float
@@ -139,6 +138,7 @@ class Updater:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     clip_norm: float
     device: torch.device
+    train: TrainConfig  # the loop's settings the updates mirror (cpu_attention, cpu_dropout)
 
     @classmethod
     def build(cls, model: STModel, task: STTask, cfg: TrainConfig) -> Updater:
@@ -146,7 +146,7 @@ class Updater:
         optimizer = build_optimizer(groups, cfg.optim)
         scheduler = build_scheduler(optimizer, cfg.schedule, cfg.max_steps)
         device = next(model.parameters()).device
-        return cls(model, task, optimizer, scheduler, cfg.optim.clip_norm, device)
+        return cls(model, task, optimizer, scheduler, cfg.optim.clip_norm, device, cfg)
 
     def trainable(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -191,9 +191,9 @@ def _memory_now(device: torch.device) -> int:
 def time_updates(trainer: Updater, batch: STBatch, spec: StepSpec) -> dict[str, Any]:
     """Warm-up and timed updates; peak memory over all of them. The frozen Linear/Conv weights
     are stored in bf16 meanwhile and, on a CPU, the grouped positional conv runs as a
-    channels-last conv2d, attention is transformers' eager one and dropout the fast CPU one
-    (``samu_eager``, :mod:`samu_st.models.cpu_dropout`), as the training loop does by
-    default."""
+    channels-last conv2d, and attention and dropout are the loop's CPU ones
+    (:func:`~samu_st.training.cpu_run.cpu_run_settings` of the updater's train config: eager
+    attention with the fast CPU dropout by default)."""
     before = _memory_now(trainer.device)
     state = _state_bytes(trainer)
     times, missing = [], []
@@ -202,15 +202,11 @@ def time_updates(trainer: Updater, batch: STBatch, spec: StepSpec) -> dict[str, 
     # train.cpu_attention + train.cpu_dropout (eager attention, the fast CPU dropout)
     on_cpu = trainer.device.type == "cpu"
     convs = grouped_conv1d_modules(trainer.model) if on_cpu else []
-    cpu_settings = contextlib.ExitStack()
-    if on_cpu:
-        cpu_settings.enter_context(attention_implementation(trainer.model, CPU_EAGER))
-        cpu_settings.enter_context(fast_dropout_modules(trainer.model))
     with (
         PeakMemory(interval=0.01) as peak,
         bf16_weights(trainer.model, frozen_only=True),
         channels_last_convs(convs),
-        cpu_settings,
+        cpu_run_settings(trainer.model, trainer.train, trainer.device),
     ):
         for _ in range(spec.warmup + spec.updates):
             seconds, lost = trainer.update(batch)
@@ -434,7 +430,7 @@ def measure(
         "parameter_groups": counts.to_json()["groups"],
         "attention": _attention(translator),
         # the updates' attention on a CPU (time_updates, as the training loop's default)
-        "update_attention": CPU_EAGER if dev.type == "cpu" else "as built",
+        "update_attention": cpu_attention_name(train_cfg, dev) or "as built",
         "gradient_checkpointing": bool(st.speech_encoder.is_activation_checkpointing),
         "updates": updates,
         "memory_estimate": estimate_memory(updates),

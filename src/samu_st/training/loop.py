@@ -41,9 +41,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import Dataset
 
 from samu_st.errors import ModelLoadError, SamuError
-from samu_st.models.attention_impl import CPU_EAGER, attention_implementation
 from samu_st.models.conv_layout import channels_last_convs, grouped_conv1d_modules
-from samu_st.models.cpu_dropout import fast_dropout_modules
 from samu_st.models.precision import bf16_weights
 from samu_st.threads import ThreadBudget
 from samu_st.training.checkpoint import (
@@ -56,6 +54,7 @@ from samu_st.training.checkpoint import (
     trainable_state,
 )
 from samu_st.training.config import TrainConfig, resolve_precision
+from samu_st.training.cpu_run import cpu_run_settings
 from samu_st.training.lock import locked_folder
 from samu_st.training.schedule import build_optimizer, build_scheduler, check_param_groups
 from samu_st.training.task import BatchSampler, BatchStream, Task
@@ -217,20 +216,6 @@ class _Trainer:
         if self.acc.device.type == "cpu" and self.cfg.cpu_attention == "math":
             return sdpa_kernel(SDPBackend.MATH)
         return contextlib.nullcontext()
-
-    def _cpu_run_settings(self) -> contextlib.ExitStack:
-        """For the run on a CPU: transformers' eager attention (``train.cpu_attention``) and
-        the fast dropout (``train.cpu_dropout``), in the attention too when both are on."""
-        stack = contextlib.ExitStack()
-        if self.acc.device.type != "cpu":
-            return stack
-        fast = self.cfg.cpu_dropout == "fast"
-        if self.cfg.cpu_attention == "eager":
-            name = CPU_EAGER if fast else "eager"
-            stack.enter_context(attention_implementation(self.raw_model, name))
-        if fast:
-            stack.enter_context(fast_dropout_modules(self.raw_model))
-        return stack
 
     def _conv_layout(self) -> Any:
         """Grouped Conv1d modules in channels-last form on the CPU (``train.cpu_grouped_conv``)."""
@@ -435,7 +420,7 @@ class _Trainer:
         try:
             self.model.train()
             threads = ThreadBudget.from_env()  # cores a finished parallel branch left
-            with self._frozen_weights(), self._cpu_run_settings():
+            with self._frozen_weights(), cpu_run_settings(self.raw_model, cfg, self.acc.device):
                 while self.counters.step < cfg.max_steps:
                     threads.poll()
                     self.update(logger)
